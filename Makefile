@@ -1,0 +1,36 @@
+# Two entry points that work on a fresh clone with only Python 3:
+#   make demo   - the main job
+#   make test   - the whole test suite
+# Each creates its own virtual environment (.venv) on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A CPU build of torch (on this project's machines `torch==2.13.0` is a CPU wheel on local disk).
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint docs bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m torchcorr demo
+
+test: $(VENV)/.installed
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+bench: $(VENV)/.installed
+	$(PY) -m torchcorr bench
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .hypothesis
