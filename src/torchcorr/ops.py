@@ -171,7 +171,7 @@ def _sign_weighted_fake(f1, f2, h1, h2, geometry, groups, scale):
 
 
 def _sign_weighted_setup(ctx, inputs, output) -> None:
-    f1, f2, h1, h2, geometry, groups, scale = inputs
+    f1, f2, _h1, _h2, geometry, groups, scale = inputs
     ctx.save_for_backward(f1, f2)
     ctx.params = (geometry, groups, scale)
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._geometry import AxisGeometry, Geometry
+from .._geometry import Geometry
 
 NAME = "torch"
 
@@ -163,7 +163,8 @@ def sign_weighted(
     f1: Tensor, f2: Tensor, h1: Tensor, h2: Tensor, geometry: Geometry, groups: int, scale: float
 ) -> Tensor:
     """``scale * sum_c sign+(f1 - f2s) * (h1 - h2s)`` per displacement: the derivative of the
-    absolute-difference backward with respect to its incoming gradient (double backward)."""
+    absolute-difference backward with respect to its incoming gradient (double backward).
+    """
     return _contract(f1, f2, h1, h2, geometry, groups, "sign", scale)
 
 
@@ -181,9 +182,7 @@ def _contract(
     acc = accumulation_dtype(f1.dtype)
     plan = _Plan(geometry, h, w)
     gy, gx = geometry.y, geometry.x
-    out = torch.empty(
-        (b, groups, gy.disp_count, gx.disp_count, plan.ho, plan.wo), dtype=acc, device=f1.device
-    )
+    out = torch.empty((b, groups, gy.disp_count, gx.disp_count, plan.ho, plan.wo), dtype=acc, device=f1.device)
     if out.numel() == 0:
         return out.to(f1.dtype)
     if c == 0:

@@ -1,0 +1,5 @@
+import sys
+
+from torchcorr.cli import main
+
+sys.exit(main())
