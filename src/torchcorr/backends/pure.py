@@ -162,8 +162,10 @@ def forward(f1: Tensor, f2: Tensor, geometry: Geometry, groups: int, mode: str, 
 def sign_weighted(
     f1: Tensor, f2: Tensor, h1: Tensor, h2: Tensor, geometry: Geometry, groups: int, scale: float
 ) -> Tensor:
-    """``scale * sum_c sign+(f1 - f2s) * (h1 - h2s)`` per displacement: the derivative of the
-    absolute-difference backward with respect to its incoming gradient (double backward).
+    """``scale * sum_c sign+(f1 - f2s) * (h1 - h2s)`` per displacement.
+
+    The derivative of the absolute-difference backward with respect to its incoming gradient
+    (double backward).
     """
     return _contract(f1, f2, h1, h2, geometry, groups, "sign", scale)
 

@@ -1,5 +1,7 @@
-"""Build a FlowNetC-sized cost volume (2 x 256 x 48 x 64 features, 441 displacements) and report
-its shape and timing.  (A placeholder until the real-data stereo demo lands.).
+"""A FlowNetC-sized correlation: prints its shape and timing.
+
+Builds the FlowNetC cost volume (2 x 256 x 48 x 64 features, 441 displacements).  A placeholder
+until the real-data stereo demo lands.
 """
 
 from __future__ import annotations

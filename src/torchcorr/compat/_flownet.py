@@ -1,5 +1,6 @@
-"""The FlowNet / Caffe correlation (semantics.md section 1), shared by the compat layers that
-mirror it (MXNet, flownet2-pytorch, tensorflow-addons, CorrTorch).
+"""The FlowNet / Caffe correlation (semantics.md section 1).
+
+Shared by the compat layers that mirror it (MXNet, flownet2-pytorch, tensorflow-addons, CorrTorch).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""Drop-in for ``mmcv.ops.Correlation``: the sampler correlation (semantics.md section 2) with
-``patch_size = 2 * max_displacement + 1``, so ``max_displacement`` counts steps of
-``dilation_patch``.  Output ``(B, P, P, Ho, Wo)``, no normalisation.  Runs on every device and
-floating dtype (mmcv's operator needs its compiled extension).
+"""Drop-in for ``mmcv.ops.Correlation``.
+
+The sampler correlation (semantics.md section 2) with ``patch_size = 2 * max_displacement + 1``,
+so ``max_displacement`` counts steps of ``dilation_patch``.  Output ``(B, P, P, Ho, Wo)``, no
+normalisation.  Runs on every device and floating dtype (mmcv's operator needs its compiled
+extension).
 """
 
 from __future__ import annotations
