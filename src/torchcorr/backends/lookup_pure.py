@@ -65,7 +65,8 @@ def bilinear_taps(coords: Tensor, radius: int, h: int, w: int, dtype: torch.dtyp
     """
     c = coords.to(coordinate_dtype(coords)).movedim(1, 0).reshape(2, -1)
     base = torch.floor(c)
-    fractions = (c - base).to(dtype)
+    # positions that are not finite read zero: their fractions are set to 0 and their taps lie outside
+    fractions = torch.nan_to_num(c - base, nan=0.0, posinf=0.0, neginf=0.0).to(dtype)
     # clamp before the integer conversion: far-away, infinite and NaN positions stay outside
     outside = float(max(h, w) + radius + 2)
     base = torch.nan_to_num(base.detach(), nan=-outside).clamp(-outside, outside).long()
