@@ -247,9 +247,12 @@ def _grad_inputs(b=1, c=3, h=4, w=5, h2=None, w2=None, seed=0):
 
 @pytest.mark.parametrize("radius", [0, 1, 2])
 def test_gradcheck_local_lookup(radius):
-    f1, f2, coords = _grad_inputs(h2=3, w2=6, seed=radius)
+    # the full Jacobian on a tiny map, random projections (fast mode) on a larger one
+    f1, f2, coords = _grad_inputs(c=2, h=2, w=3, h2=3, w2=4, seed=radius)
     fn = lambda a, b, c: torchcorr.local_lookup(a, b, c, radius)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (f1, f2, coords))
+    f1, f2, coords = _grad_inputs(b=2, h2=3, w2=6, seed=radius)
+    assert torch.autograd.gradcheck(fn, (f1, f2, coords), fast_mode=True)
 
 
 def test_gradcheck_alternate_and_pyramid_lookup():
@@ -265,6 +268,22 @@ def test_gradcheck_alternate_and_pyramid_lookup():
         (f1, f2, coords),
         fast_mode=True,
     )
+
+
+def test_gather_strategy_matches_sparse(monkeypatch):
+    """The per-neighbour gather loop (devices without sparse CSR kernels) gives the same values and gradients."""
+    from torchcorr.backends import lookup_pure
+
+    f1, f2, coords = _grad_inputs(b=2, c=3, h=4, w=5, h2=3, w2=7, seed=2)
+    results = []
+    for devices in (lookup_pure.SPARSE_DEVICES, ()):
+        monkeypatch.setattr(lookup_pure, "SPARSE_DEVICES", devices)
+        out = torchcorr.local_lookup(f1, f2, coords, 2)
+        results.append((out, *torch.autograd.grad(out, (f1, f2, coords), torch.ones_like(out))))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    fn = lambda a, b, c: torchcorr.local_lookup(a, b, c, 1)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (f1, f2, coords), fast_mode=True)
 
 
 def test_partial_gradients():

@@ -26,6 +26,8 @@ nor ``(H*W)^2``.  float16 and bfloat16 features accumulate in float32.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -87,14 +89,110 @@ def combine(grid: Tensor, fractions: Tensor) -> Tensor:
     return grid[:-1, :-1] * (gx * gy) + grid[1:, :-1] * (fx * gy) + grid[:-1, 1:] * (gx * fy) + grid[1:, 1:] * (fx * fy)
 
 
+# --------------------------------------------------------------------------------------------
+# the op's kernels
+# --------------------------------------------------------------------------------------------
+
+#: Devices whose sparse CSR kernels (``sampled_addmm``, CSR x dense) the fast strategy uses.
+SPARSE_DEVICES = ("cpu", "cuda")
+
+
+class _Taps:
+    """Where the ``(K+1)^2`` integer neighbours of every pixel sit in the zero-padded ``f2`` rows.
+
+    ``f2`` is padded by ``2r + 2`` zeros on every side (so no neighbour ever needs a validity
+    mask) and flattened to rows ``(b, Y, X)``; ``base[p]`` is the row of ``floor(c_p) + (-r, -r)``,
+    and the neighbour ``(u, v)`` (counted from ``-r``) is row ``base[p] + v*Wp + u``.
+    """
+
+    def __init__(self, coords: Tensor, radius: int, h2: int, w2: int, dtype: torch.dtype) -> None:
+        b, _, h, w = coords.shape
+        self.n = 2 * radius + 2
+        self.pad = 2 * radius + 2
+        self.hp, self.wp = h2 + 2 * self.pad, w2 + 2 * self.pad
+        c = coords.to(coordinate_dtype(coords)).movedim(1, 0).reshape(2, -1)
+        floor = torch.floor(c)
+        self.fractions = torch.nan_to_num(c - floor, nan=0.0, posinf=0.0, neginf=0.0).to(dtype)
+        # a window whose floor lies beyond these bounds is entirely outside: clamping keeps it there
+        floor = torch.nan_to_num(floor, nan=-(radius + 2.0))
+        x0 = floor[0].clamp(-(radius + 2), w2 + radius).long()
+        y0 = floor[1].clamp(-(radius + 2), h2 + radius).long()
+        batch = torch.arange(b, device=coords.device).repeat_interleave(h * w)
+        self.base = (batch * self.hp + y0 + self.pad - radius) * self.wp + (x0 + self.pad - radius)
+        self.rows = b * self.hp * self.wp
+        steps = torch.arange(self.n, device=coords.device)
+        #: row offsets of the neighbours, (v, u) with u fast: ascending, so each CSR row is sorted
+        self.offsets = (steps[:, None] * self.wp + steps[None, :]).reshape(-1)
+
+    def pad_rows(self, f2: Tensor, dtype: torch.dtype) -> Tensor:
+        """``Tensor[B, C, h, w] -> Tensor[B*Hp*Wp, C]``, zero border, channels last."""
+        p = self.pad
+        padded = torch.nn.functional.pad(f2.to(dtype), (p, p, p, p))
+        return padded.permute(0, 2, 3, 1).reshape(self.rows, f2.shape[1]).contiguous()
+
+    def unpad_rows(self, rows: Tensor, f2: Tensor) -> Tensor:
+        """Adjoint of :meth:`pad_rows` (crop the border), back to ``f2``'s shape and dtype."""
+        b, c, h2, w2 = f2.shape
+        p = self.pad
+        grid = rows.reshape(b, self.hp, self.wp, c)[:, p : p + h2, p : p + w2]
+        return grid.permute(0, 3, 1, 2).to(f2.dtype).contiguous()
+
+    def csr(self, values: Tensor) -> Tensor:
+        """The ``(B*H*W, B*Hp*Wp)`` matrix with ``values[p, v, u]`` at (p, neighbour (u, v) of p)."""
+        npix = self.base.shape[0]
+        k2 = self.n * self.n
+        crow = torch.arange(0, npix * k2 + 1, k2, device=values.device)
+        col = (self.base[:, None] + self.offsets[None, :]).reshape(-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            return torch.sparse_csr_tensor(
+                crow, col, values.reshape(-1), size=(npix, self.rows), check_invariants=False
+            )
+
+    def csr_transposed(self, values: Tensor) -> Tensor:
+        """The transpose of :meth:`csr` as a CSR matrix ``(B*Hp*Wp, B*H*W)``, rows sorted."""
+        npix = self.base.shape[0]
+        k2 = self.n * self.n
+        col = (self.base[:, None] + self.offsets[None, :]).reshape(-1)
+        key = col.to(torch.int32) if self.rows < 2**31 else col
+        order = torch.argsort(key, stable=True)
+        counts = torch.bincount(col, minlength=self.rows)
+        crow = torch.zeros(self.rows + 1, dtype=torch.long, device=col.device)
+        torch.cumsum(counts, 0, out=crow[1:])
+        pixel = torch.div(order, k2, rounding_mode="floor")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(
+                crow, pixel, values.reshape(-1)[order], size=(self.rows, npix), check_invariants=False
+            )
+
+    def neighbour_rows(self, u: int, v: int) -> Tensor:
+        """Row of neighbour ``(u, v)`` for every pixel (the gather strategy)."""
+        return self.base + (v * self.wp + u)
+
+
 def _rows(x: Tensor, dtype: torch.dtype) -> Tensor:
     """``Tensor[B, C, H, W] -> Tensor[B*H*W, C]`` (channels last, contiguous, in ``dtype``)."""
     return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).to(dtype).contiguous()
 
 
-def _batch_offsets(b: int, hw: int, per_map: int, device: torch.device) -> Tensor:
-    """Row offset of each pixel's batch entry in the flattened ``f2`` rows."""
-    return (torch.arange(b, device=device) * per_map).repeat_interleave(hw)
+def use_sparse(device: torch.device) -> bool:
+    """Whether the sparse strategy runs on this device (else one gather per neighbour)."""
+    return device.type in SPARSE_DEVICES
+
+
+def _integer_grid(taps: _Taps, rows1: Tensor, rows2: Tensor, sparse: bool) -> Tensor:
+    """``G[u, v, p] = <f1[p], f2[floor(c_p) + (u - r, v - r)]>``: ``Tensor[K+1, K+1, B*H*W]``."""
+    n, npix = taps.n, rows1.shape[0]
+    if sparse:
+        pattern = taps.csr(rows1.new_zeros((npix, n * n)))
+        values = torch.sparse.sampled_addmm(pattern, rows1, rows2.t(), beta=0.0).values()
+        return values.reshape(npix, n, n).permute(2, 1, 0)  # (p, v, u) -> (u, v, p)
+    grid = rows1.new_empty((n, n, npix))
+    for u in range(n):
+        for v in range(n):
+            torch.linalg.vecdot(rows1, rows2.index_select(0, taps.neighbour_rows(u, v)), out=grid[u, v])
+    return grid
 
 
 def forward(f1: Tensor, f2: Tensor, coords: Tensor, radius: int, scale: float) -> Tensor:
@@ -106,16 +204,9 @@ def forward(f1: Tensor, f2: Tensor, coords: Tensor, radius: int, scale: float) -
         return f1.new_zeros((b, k * k, h, w))
     acc = accumulation_dtype(f1.dtype)
     with torch.no_grad():
-        index, valid, fractions = bilinear_taps(coords, radius, h2, w2, acc)
-        index = index + _batch_offsets(b, h * w, h2 * w2, f1.device)
-        rows1 = _rows(f1, acc)
-        rows2 = _rows(f2, acc)
-        grid = torch.empty(index.shape, dtype=acc, device=f1.device)
-        for u in range(k + 1):
-            for v in range(k + 1):
-                torch.linalg.vecdot(rows1, rows2.index_select(0, index[u, v]), out=grid[u, v])
-        grid.mul_(valid).mul_(scale)
-        out = combine(grid, fractions)  # (K, K, N)
+        taps = _Taps(coords, radius, h2, w2, acc)
+        grid = _integer_grid(taps, _rows(f1, acc), taps.pad_rows(f2, acc), use_sparse(f1.device))
+        out = combine(grid, taps.fractions).mul_(scale)  # (K, K, N)
     return out.reshape(k * k, b, h, w).transpose(0, 1).to(f1.dtype).contiguous()
 
 
@@ -135,51 +226,55 @@ def backward(
     h2, w2 = f2.shape[-2:]
     k = 2 * radius + 1
     acc = accumulation_dtype(f1.dtype)
-    g1 = torch.zeros_like(f1, memory_format=torch.contiguous_format) if need_f1 else None
-    g2 = torch.zeros_like(f2, memory_format=torch.contiguous_format) if need_f2 else None
-    gc = torch.zeros_like(coords, memory_format=torch.contiguous_format) if need_coords else None
-    n = b * h * w
-    if n == 0 or h2 * w2 == 0 or c == 0 or not (need_f1 or need_f2 or need_coords):
-        return g1, g2, gc
+    npix = b * h * w
+    if npix == 0 or h2 * w2 == 0 or c == 0:
+        return (
+            torch.zeros_like(f1, memory_format=torch.contiguous_format) if need_f1 else None,
+            torch.zeros_like(f2, memory_format=torch.contiguous_format) if need_f2 else None,
+            torch.zeros_like(coords, memory_format=torch.contiguous_format) if need_coords else None,
+        )
+    g1 = g2 = gc = None
+    sparse = use_sparse(f1.device)
     with torch.no_grad():
-        index, valid, fractions = bilinear_taps(coords, radius, h2, w2, acc)
-        index = index + _batch_offsets(b, h * w, h2 * w2, f1.device)
-        fx, fy = fractions[0], fractions[1]
+        taps = _Taps(coords, radius, h2, w2, acc)
+        fx, fy = taps.fractions[0], taps.fractions[1]
         gx, gy = 1 - fx, 1 - fy
-        go = grad.to(acc).transpose(0, 1).reshape(k, k, n)
-        # gradient of each integer-offset correlation G[u, v] (adjoint of combine), times scale
-        ggrid = torch.zeros((k + 1, k + 1, n), dtype=acc, device=f1.device)
-        ggrid[:-1, :-1] += go * (gx * gy)
-        ggrid[1:, :-1] += go * (fx * gy)
-        ggrid[:-1, 1:] += go * (gx * fy)
-        ggrid[1:, 1:] += go * (fx * fy)
-        ggrid.mul_(valid).mul_(scale)
+        go = grad.to(acc).transpose(0, 1).reshape(k, k, npix) * scale
         rows1 = _rows(f1, acc)
-        rows2 = _rows(f2, acc)
-        r1 = torch.zeros_like(rows1) if need_f1 else None
-        r2 = torch.zeros_like(rows2) if need_f2 else None
-        grid = torch.empty((k + 1, k + 1, n), dtype=acc, device=f1.device) if need_coords else None
-        for u in range(k + 1):
-            for v in range(k + 1):
-                idx = index[u, v]
-                weight = ggrid[u, v].unsqueeze(1)
-                if need_f1 or need_coords:
-                    gathered = rows2.index_select(0, idx)
-                    if grid is not None:
-                        torch.linalg.vecdot(rows1, gathered, out=grid[u, v])
-                    if r1 is not None:
-                        r1.addcmul_(gathered, weight)
-                if r2 is not None:
-                    r2.index_add_(0, idx, rows1 * weight)
-        if g1 is not None and r1 is not None:
-            g1.copy_(r1.reshape(b, h, w, c).permute(0, 3, 1, 2))
-        if g2 is not None and r2 is not None:
-            g2.copy_(r2.reshape(b, h2, w2, c).permute(0, 3, 1, 2))
-        if gc is not None and grid is not None:
-            grid.mul_(valid).mul_(scale)
-            # d out[a, d] / d fx and / d fy from the bilinear weights
+        rows2 = taps.pad_rows(f2, acc)
+        if need_f1 or need_f2:
+            # gradient of each integer-offset correlation G[u, v] (the adjoint of combine)
+            ggrid = torch.zeros((k + 1, k + 1, npix), dtype=acc, device=f1.device)
+            ggrid[:-1, :-1] += go * (gx * gy)
+            ggrid[1:, :-1] += go * (fx * gy)
+            ggrid[:-1, 1:] += go * (gx * fy)
+            ggrid[1:, 1:] += go * (fx * fy)
+            if sparse:
+                values = ggrid.permute(2, 1, 0)  # (p, v, u), the CSR order
+                if need_f1:
+                    g1 = taps.csr(values.contiguous()) @ rows2
+                if need_f2:
+                    g2 = taps.csr_transposed(values.contiguous()) @ rows1
+            else:
+                g1 = torch.zeros_like(rows1) if need_f1 else None
+                g2 = torch.zeros_like(rows2) if need_f2 else None
+                for u in range(k + 1):
+                    for v in range(k + 1):
+                        idx = taps.neighbour_rows(u, v)
+                        weight = ggrid[u, v].unsqueeze(1)
+                        if g1 is not None:
+                            g1.addcmul_(rows2.index_select(0, idx), weight)
+                        if g2 is not None:
+                            g2.index_add_(0, idx, rows1 * weight)
+            if g1 is not None:
+                g1 = g1.reshape(b, h, w, c).permute(0, 3, 1, 2).to(f1.dtype).contiguous()
+            if g2 is not None:
+                g2 = taps.unpad_rows(g2, f2)
+        if need_coords:
+            grid = _integer_grid(taps, rows1, rows2, sparse)
+            # derivative of the bilinear weights with respect to the fractions
             dx = (grid[1:, :-1] - grid[:-1, :-1]) * gy + (grid[1:, 1:] - grid[:-1, 1:]) * fy
             dy = (grid[:-1, 1:] - grid[:-1, :-1]) * gx + (grid[1:, 1:] - grid[1:, :-1]) * fx
             gxy = torch.stack(((go * dx).sum((0, 1)), (go * dy).sum((0, 1))))  # (2, N)
-            gc.copy_(gxy.reshape(2, b, h, w).transpose(0, 1))
+            gc = gxy.reshape(2, b, h, w).transpose(0, 1).to(coords.dtype).contiguous()
     return g1, g2, gc
