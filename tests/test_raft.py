@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import torchcorr
-from reference import raft as ref
 from torchcorr import raft
 from torchcorr.compat.raft import AlternateCorrBlock, CorrBlock
+
+from .reference import raft as ref
 
 _spec = importlib.util.spec_from_file_location(
     "raft_baseline", Path(__file__).resolve().parents[1] / "benchmarks" / "raft_baseline.py"
