@@ -10,15 +10,35 @@ from ._geometry import AxisGeometry, Geometry
 from .backends import backend_report
 from .functional import correlate, correlation
 from .modules import Correlation
+from .volumes import (
+    ConcatVolume,
+    CostVolume,
+    GroupwiseCorrelation,
+    StereoCorrelation,
+    concat_volume,
+    cost_volume,
+    groupwise_correlation,
+    stereo_correlation,
+)
+from .xcorr import xcorr2
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AxisGeometry",
+    "ConcatVolume",
     "Correlation",
+    "CostVolume",
     "Geometry",
+    "GroupwiseCorrelation",
+    "StereoCorrelation",
     "__version__",
     "backend_report",
+    "concat_volume",
     "correlate",
     "correlation",
+    "cost_volume",
+    "groupwise_correlation",
+    "stereo_correlation",
+    "xcorr2",
 ]

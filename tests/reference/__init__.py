@@ -1,0 +1,1 @@
+"""Independent float64 loop references, written from semantics.md."""
