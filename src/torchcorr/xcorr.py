@@ -114,8 +114,6 @@ def _direct(a: Tensor, b: Tensor, lead: tuple[int, ...], rows: tuple[int, int], 
         x = a.expand(*lead, ha, wa).reshape(1, n, ha, wa)
         w = weight.expand(*lead, hb, wb).reshape(n, 1, hb, wb)
         groups = n
-    if n == 0:
-        return a.new_zeros((*lead, ni, nj))
     if pads[0] == pads[1] and pads[2] == pads[3] and min(pads) >= 0:
         out = F.conv2d(x, w, padding=(pads[2], pads[0]), groups=groups)
     else:
@@ -203,6 +201,8 @@ def xcorr2(a: Tensor, b: Tensor, mode: XcorrMode = "full", *, method: XcorrMetho
     rows = _crop(mode, a.shape[-2], b.shape[-2])
     cols = _crop(mode, a.shape[-1], b.shape[-1])
     a, b = a.to(dtype), b.to(dtype)
+    if math.prod(lead) == 0:  # nothing to compute; keep the result attached to the graph
+        return (a[..., :1, :1] * b[..., :1, :1]).expand(*lead, rows[1], cols[1])
     use_fft = method == "fft" or (method == "auto" and _fft_is_cheaper(a, b, lead, rows, cols))
     if not use_fft:
         return _direct(a, b, lead, rows, cols)
