@@ -33,13 +33,15 @@ XcorrMethod = Literal["auto", "direct", "fft"]
 _MODES = ("full", "same", "valid")
 _METHODS = ("auto", "direct", "fft")
 
-#: ``method="auto"`` takes the FFT when ``direct multiply-adds > FFT_COST_FACTOR * sum of the
-#: transforms' n*log2(n)``.  Measured on a 2-core x86 CPU with torch 2.13 (benchmarks/volumes.py
-#: ``--crossover`` prints the timings it comes from); the crossover is flat, so a factor within 2x
-#: of the optimum costs little.
-FFT_COST_FACTOR = 6.0
+#: ``method="auto"`` takes the FFT when ``direct multiply-adds > FFT_COST_FACTOR * sum over the
+#: transforms of n*log2(n)`` (``n`` the padded transform area).  Measured on a 2-core x86 CPU with
+#: torch 2.13 (``python benchmarks/volumes.py --crossover`` prints the timings): the two methods
+#: break even between 0.5 and 2 (images 32 to 512 pixels, templates 4 to 23), and the direct path
+#: falls off a cliff for templates of 32 or more (``conv2d`` leaves its fast kernels).  The
+#: optimum is flat, so a factor within 2x of it costs little.
+FFT_COST_FACTOR = 1.0
 
-#: Templates with fewer taps than this always take the direct path.
+#: Templates with fewer taps than this (8 x 8) always take the direct path.
 _MIN_FFT_TAPS = 64
 
 
