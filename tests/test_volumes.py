@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import torchcorr
-from reference import stereo as ref
+
+from .reference import stereo as ref
 
 SETTINGS = settings(max_examples=25, deadline=None)
 

@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import torchcorr
-from reference import xcorr as ref
 from torchcorr.xcorr import _fft_is_cheaper, _next_fast_len
+
+from .reference import xcorr as ref
 
 DATA = Path(__file__).parent / "data"
 METHODS = ("direct", "fft")

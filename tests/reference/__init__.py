@@ -1,1 +1,0 @@
-"""Independent float64 loop references, written from semantics.md."""
