@@ -164,6 +164,12 @@ def test_cost_volume_input_errors():
         torchcorr.cost_volume(f1.long(), f2.long(), 1)
     with pytest.raises(ValueError, match="4-D"):
         torchcorr.cost_volume(f1[0], f2[0], 1)
+    with pytest.raises(ValueError, match=r"\(B, H, W, C\)"):
+        torchcorr.cost_volume(f1[0], f2[0], 1, layout="channels_last")
+    with pytest.raises(ValueError, match="width"):  # named in (B, C, H, W) terms after the permute
+        torchcorr.cost_volume(f1, f2[:, :, :1], 1, layout="channels_last")
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        torchcorr.cost_volume(f1.tolist(), f2, 1, layout="channels_last")
 
 
 # --------------------------------------------------------------------------------------------

@@ -127,9 +127,13 @@ def cost_volume(
     geometry = cost_volume_geometry(radius, dilation)
     layout = _check_choice(layout, "layout", _INPUT_LAYOUTS)  # type: ignore[assignment]
     out_layout = layout if output_layout is None else _check_choice(output_layout, "output_layout", _OUTPUT_LAYOUTS)
-    check_feature_pair(f1, f2)
     if layout == "channels_last":
-        f1, f2 = f1.permute(0, 3, 1, 2), f2.permute(0, 3, 1, 2)
+        for t, name in ((f1, "f1"), (f2, "f2")):
+            if isinstance(t, Tensor) and t.dim() != 4:
+                raise ValueError(f"{name} must be a 4-D tensor (B, H, W, C), got shape {tuple(t.shape)}")
+        if isinstance(f1, Tensor) and isinstance(f2, Tensor):
+            f1, f2 = f1.permute(0, 3, 1, 2), f2.permute(0, 3, 1, 2)
+    check_feature_pair(f1, f2)
     scale = normalization_scale(normalize, f1.shape[1], 1)
     out = correlate(f1, f2, geometry, scale=scale, backend=backend).squeeze(1)  # (B, Dy, Dx, H, W)
     if out_layout == "grid":
