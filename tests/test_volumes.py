@@ -168,7 +168,7 @@ def test_cost_volume_input_errors():
         torchcorr.cost_volume(f1[0], f2[0], 1, layout="channels_last")
     with pytest.raises(ValueError, match="width"):  # named in (B, C, H, W) terms after the permute
         torchcorr.cost_volume(f1, f2[:, :, :1], 1, layout="channels_last")
-    with pytest.raises(TypeError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match=r"torch\.Tensor"):
         torchcorr.cost_volume(f1.tolist(), f2, 1, layout="channels_last")
 
 
