@@ -16,6 +16,15 @@ from .reference import stereo as ref
 SETTINGS = settings(max_examples=25, deadline=None)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids waiting on a busy second core (CI runs on 2 shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _pair(b: int, c: int, h: int, w: int, seed: int, dtype: torch.dtype = torch.float64):
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(b, c, h, w, generator=g, dtype=dtype), torch.randn(b, c, h, w, generator=g, dtype=dtype))
@@ -300,9 +309,9 @@ def test_stereo_gradcheck():
             return torchcorr.concat_volume(a, b, 4, reference=reference)
 
         for fn in (stereo, groupwise, concat):
-            assert torch.autograd.gradcheck(fn, (left, right))
-        assert torch.autograd.gradgradcheck(groupwise, (left, right))
-        assert torch.autograd.gradgradcheck(concat, (left, right))
+            assert torch.autograd.gradcheck(fn, (left, right), fast_mode=reference == "right")
+        assert torch.autograd.gradgradcheck(groupwise, (left, right), fast_mode=True)
+        assert torch.autograd.gradgradcheck(concat, (left, right), fast_mode=True)
 
 
 def test_stereo_modules():

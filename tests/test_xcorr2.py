@@ -22,6 +22,15 @@ DATA = Path(__file__).parent / "data"
 METHODS = ("direct", "fft")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids waiting on a busy second core (CI runs on 2 shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _rand(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     if dtype.is_complex:
@@ -170,7 +179,9 @@ def test_gradcheck(method, mode, dtype):
     def fn(x, y):
         return torchcorr.xcorr2(x, y, mode, method=method)
 
-    assert torch.autograd.gradcheck(fn, (a, b), fast_mode=dtype.is_complex)
+    # the full Jacobian once (direct, same, real); a random projection of it elsewhere
+    slow = method == "direct" and mode == "same" and not dtype.is_complex
+    assert torch.autograd.gradcheck(fn, (a, b), fast_mode=not slow)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -178,7 +189,8 @@ def test_gradcheck(method, mode, dtype):
 def test_gradgradcheck(method, dtype):
     a = _rand(3, 4, seed=15, dtype=dtype).requires_grad_(True)
     b = _rand(2, 2, seed=16, dtype=dtype).requires_grad_(True)
-    assert torch.autograd.gradgradcheck(lambda x, y: torchcorr.xcorr2(x, y, "same", method=method), (a, b))
+    fn = lambda x, y: torchcorr.xcorr2(x, y, "same", method=method)  # noqa: E731
+    assert torch.autograd.gradgradcheck(fn, (a, b), fast_mode=dtype.is_complex)
 
 
 def test_auto_method_choice():
