@@ -10,6 +10,7 @@ from ._geometry import AxisGeometry, Geometry
 from .backends import backend_report
 from .functional import correlate, correlation
 from .modules import Correlation
+from .raft import all_pairs, alternate_lookup, correlation_pyramid, local_lookup, pyramid_lookup
 from .volumes import (
     ConcatVolume,
     CostVolume,
@@ -33,12 +34,17 @@ __all__ = [
     "GroupwiseCorrelation",
     "StereoCorrelation",
     "__version__",
+    "all_pairs",
+    "alternate_lookup",
     "backend_report",
     "concat_volume",
     "correlate",
     "correlation",
+    "correlation_pyramid",
     "cost_volume",
     "groupwise_correlation",
+    "local_lookup",
+    "pyramid_lookup",
     "stereo_correlation",
     "xcorr2",
 ]
