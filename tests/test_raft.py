@@ -320,6 +320,19 @@ def test_batch_zero():
     assert CorrBlock(f1, f2, 2, 1)(coords).shape == (0, 18, 4, 5)
 
 
+def test_on_the_fly_never_allocates_the_volume():
+    """No allocation anywhere near the (H*W)^2 volume (67 MB here), forward or backward."""
+    g = torch.Generator().manual_seed(0)
+    f1 = torch.randn(1, 8, 64, 64, generator=g, requires_grad=True)
+    f2 = torch.randn(1, 8, 64, 64, generator=g, requires_grad=True)
+    coords = (torch.rand(1, 2, 64, 64, generator=g) * 64).requires_grad_()
+    with torch.profiler.profile(profile_memory=True) as prof:
+        torchcorr.alternate_lookup(f1, f2, coords, 2, 2).sum().backward()
+    largest = max(e.cpu_memory_usage for e in prof.events())
+    assert 0 < largest < 64 * 64 * 64 * 64 * 4 / 16
+    assert f1.grad is not None and f2.grad is not None and coords.grad is not None
+
+
 def test_noncontiguous_inputs():
     f1, f2 = feats(2, 4, 6, 7, seed=5)
     coords = random_coords(2, 6, 7)
