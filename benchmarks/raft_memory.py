@@ -6,7 +6,7 @@ Implementations measured (float32, CPU, one lookup at random flow, as in ``workl
   never builds the ``(H*W)^2`` volume;
 * ``corrblock``: ``torchcorr.compat.raft.CorrBlock`` (all-pairs volume, pyramid, gather lookup);
 * ``baseline``: the straightforward formulation RAFT ships (matmul all-pairs, ``avg_pool2d``
-  pyramid, ``grid_sample`` lookup), from ``benchmarks/raft_baseline.py``.
+  pyramid, ``grid_sample`` lookup), from :mod:`torchcorr.bench.raft`.
 
 Each (workload, implementation) runs in its own child process with ``MALLOC_MMAP_THRESHOLD_=65536``
 so that freed buffers go back to the system and the resident set tracks live memory.  The child
@@ -35,7 +35,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # measure this checkout, not an installed copy
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 #: id -> (B, C, H, W, levels, radius), from workloads.md
 WORKLOADS = {
@@ -77,7 +76,7 @@ def _status(field: str) -> int:
 def child(workload: str, impl: str, repeat: int) -> dict:
     import torch
 
-    import raft_baseline
+    from torchcorr.bench.raft import baseline_corr_block
     from torchcorr.compat.raft import AlternateCorrBlock, CorrBlock
 
     b, c, h, w, levels, radius = WORKLOADS[workload]
@@ -93,7 +92,7 @@ def child(workload: str, impl: str, repeat: int) -> dict:
             return AlternateCorrBlock(a, bb, levels, radius)(cc)
         if impl == "corrblock":
             return CorrBlock(a, bb, levels, radius)(cc)
-        return raft_baseline.baseline_corr_block(a, bb, cc, levels, radius)
+        return baseline_corr_block(a, bb, cc, levels, radius)
 
     leaves = [t.clone().requires_grad_() for t in (f1, f2, coords)]
     weight = torch.randn(b, levels * (2 * radius + 1) ** 2, h, w, generator=gen)

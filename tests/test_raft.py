@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,16 +12,10 @@ from hypothesis import strategies as st
 
 import torchcorr
 from torchcorr import raft
+from torchcorr.bench import raft as baseline
 from torchcorr.compat.raft import AlternateCorrBlock, CorrBlock
 
 from .reference import raft as ref
-
-_spec = importlib.util.spec_from_file_location(
-    "raft_baseline", Path(__file__).resolve().parents[1] / "benchmarks" / "raft_baseline.py"
-)
-assert _spec is not None and _spec.loader is not None
-baseline = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(baseline)
 
 f64 = torch.float64
 SETTINGS = settings(max_examples=12, deadline=None, derandomize=True)
