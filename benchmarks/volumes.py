@@ -4,12 +4,15 @@
     python benchmarks/volumes.py W8 --quick      # one workload, shorter runs
     python benchmarks/volumes.py --crossover     # xcorr2 direct vs FFT timings (FFT_COST_FACTOR)
 
-Baselines, written out below:
+The same workloads are registered in the package harness (``python -m torchcorr bench --workloads
+W7,W8,W9``, one row per backend); this script adds forward-only peak memory, the PSMNet concat
+volume and the xcorr2 crossover table.  Baselines (``torchcorr.bench.volumes``):
 
 * W7, DispNetC: a Python loop over disparities that multiplies the left features with the right
   ones shifted by ``d`` and writes the channel mean into a pre-allocated (B, D, H, W) volume.
 * W8, GwcNet: the same loop with a group-wise mean, filling a (B, G, D, H, W) volume.
 * W9, template matching: ``F.conv2d`` with ``padding = template - 1``.
+* PSM (extra): PSMNet's concatenation volume by slice assignment.
 
 Times are medians (``torch.utils.benchmark``); "both" is one forward plus one backward of the sum
 of the output weighted by a fixed random tensor.  Useful GFLOP/s count 2 x the multiply-adds the
@@ -33,51 +36,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch.utils import benchmark
 
 import torchcorr
+from torchcorr.bench.volumes import conv2d_xcorr, dispnetc_loop, gwcnet_loop, psmnet_loop, stereo_macs
 from torchcorr.xcorr import _fft_is_cheaper, _next_fast_len, xcorr2
-
-# --------------------------------------------------------------------------------------------
-# baselines: the straightforward formulations the networks ship
-# --------------------------------------------------------------------------------------------
-
-
-def dispnetc_loop(left: torch.Tensor, right: torch.Tensor, max_disp: int) -> torch.Tensor:
-    """One-sided 1-D correlation, one disparity at a time, into a zero-initialised volume."""
-    b, _, h, w = left.shape
-    volume = left.new_zeros(b, max_disp, h, w)
-    for d in range(max_disp):
-        if d == 0:
-            volume[:, 0] = (left * right).mean(1)
-        else:
-            volume[:, d, :, d:] = (left[..., d:] * right[..., :-d]).mean(1)
-    return volume
-
-
-def gwcnet_loop(left: torch.Tensor, right: torch.Tensor, max_disp: int, groups: int) -> torch.Tensor:
-    """Group-wise correlation, one disparity at a time, into a (B, G, D, H, W) volume."""
-    b, c, h, w = left.shape
-
-    def group_mean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        prod = x * y
-        return prod.view(b, groups, c // groups, h, prod.shape[-1]).mean(2)
-
-    volume = left.new_zeros(b, groups, max_disp, h, w)
-    for d in range(max_disp):
-        if d == 0:
-            volume[:, :, 0] = group_mean(left, right)
-        else:
-            volume[:, :, d, :, d:] = group_mean(left[..., d:], right[..., :-d])
-    return volume.contiguous()
-
-
-def conv2d_xcorr(image: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
-    """MATLAB xcorr2 'full' as the conv2d a PyTorch user writes."""
-    hb, wb = template.shape[-2:]
-    return F.conv2d(image[None, None], template[None, None], padding=(hb - 1, wb - 1))[0, 0]
-
 
 # --------------------------------------------------------------------------------------------
 # workloads
@@ -96,10 +59,6 @@ class Workload:
     slow: tuple[str, ...] = ()  # implementations timed with a single run
 
 
-def _stereo_macs(b: int, c: int, h: int, w: int, d: int) -> int:
-    return b * c * h * sum(max(w - k, 0) for k in range(d))
-
-
 def _randn(*shape: int, seed: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
@@ -114,7 +73,7 @@ WORKLOADS = {
             "DispNetC shift loop": lambda a, b: dispnetc_loop(a, b, 40),
         },
         "DispNetC shift loop",
-        _stereo_macs(2, 256, 48, 96, 40),
+        stereo_macs(2, 256, 48, 96, 40),
         (2, 40, 48, 96),
     ),
     "W8": Workload(
@@ -126,7 +85,7 @@ WORKLOADS = {
             "GwcNet disparity loop": lambda a, b: gwcnet_loop(a, b, 48, 40),
         },
         "GwcNet disparity loop",
-        _stereo_macs(1, 320, 64, 128, 48),
+        stereo_macs(1, 320, 64, 128, 48),
         (1, 40, 48, 64, 128),
     ),
     "W9": Workload(
@@ -141,6 +100,19 @@ WORKLOADS = {
         512 * 512 * 64 * 64,
         (575, 575),
         slow=("F.conv2d",),
+    ),
+    "PSM": Workload(
+        "PSM",
+        "PSMNet concat volume (not a workloads.md id): B=1 C=32 64x128 D=48 -> (1, 64, 48, 64, 128)",
+        lambda: (_randn(1, 32, 64, 128, seed=6), _randn(1, 32, 64, 128, seed=7)),
+        {
+            "torchcorr.concat_volume": lambda a, b: torchcorr.concat_volume(a, b, 48),
+            "PSMNet slice-assignment loop": lambda a, b: psmnet_loop(a, b, 48),
+        },
+        "PSMNet slice-assignment loop",
+        0,
+        (1, 64, 48, 64, 128),
+        slow=("PSMNet slice-assignment loop",),
     ),
 }
 
@@ -280,7 +252,7 @@ def crossover(min_run_time: float) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("workloads", nargs="*", default=list(WORKLOADS), help="W7 W8 W9 (default: all)")
+    parser.add_argument("workloads", nargs="*", default=list(WORKLOADS), help="W7 W8 W9 PSM (default: all)")
     parser.add_argument("--quick", action="store_true", help="shorter runs; no backward for single-run baselines")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--crossover", action="store_true", help="xcorr2 direct vs FFT timings only")
@@ -312,7 +284,7 @@ def main() -> int:
         )
         print("|---|---|---|---|---|---|---|---|---|")
         for name, r in rows.items():
-            gflops = 6 * wl.macs / r["both"] / 1e9
+            gflops = 6 * wl.macs / r["both"] / 1e9 if not math.isnan(r["both"]) else float("nan")
             if args.no_memory:
                 m_fwd = m_both = float("nan")
             else:

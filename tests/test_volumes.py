@@ -391,3 +391,49 @@ def test_concat_is_psmnet_loop():
             expected[:, :3, d] = left
             expected[:, 3:, d] = right
     torch.testing.assert_close(torchcorr.concat_volume(left, right, d_count), expected, rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# benchmark baselines (the formulations networks ship) agree with the volumes
+# --------------------------------------------------------------------------------------------
+
+
+def test_bench_baselines_agree():
+    from torchcorr.bench import volumes as bench
+    from torchcorr.bench.workloads import all_workloads
+
+    left, right = _pair(2, 8, 4, 12, 20)
+    for d in (5, 15):  # 15: disparities beyond the width
+        torch.testing.assert_close(bench.dispnetc_loop(left, right, d), torchcorr.stereo_correlation(left, right, d))
+        torch.testing.assert_close(
+            bench.gwcnet_loop(left, right, d, 4), torchcorr.groupwise_correlation(left, right, d, 4)
+        )
+        torch.testing.assert_close(bench.psmnet_loop(left, right, d), torchcorr.concat_volume(left, right, d))
+    a, b = left[0, 0], right[0, 0, :3, :5]
+    torch.testing.assert_close(bench.conv2d_xcorr(a, b), torchcorr.xcorr2(a, b))
+    registry = all_workloads()
+    for wid in ("W7", "W8", "W9"):
+        w = registry[wid]
+        x = w.setup(True)
+        outs = [fn(x) for name, fn in w.impls.items() if name == "torchcorr[torch]" or "torchcorr[" not in name]
+        for out in outs[1:]:
+            torch.testing.assert_close(out, outs[0], rtol=1e-4, atol=1e-4)
+
+
+def _backends() -> list[str]:
+    from torchcorr.backends import get_backend, resolve_names
+
+    return [name for name in resolve_names() if get_backend(name) is not None]
+
+
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_backend(backend, dtype):
+    left, right = _pair(2, 6, 5, 9, 21, dtype)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    out = torchcorr.stereo_correlation(left, right, 4, reference="right", two_sided=True, backend=backend)
+    torch.testing.assert_close(out.double(), ref.dispnetc(left, right, list(range(-3, 4)), "right"), **tol)
+    out = torchcorr.groupwise_correlation(left, right, 11, 3, disparity_step=2, backend=backend)
+    torch.testing.assert_close(out.double(), ref.groupwise(left, right, list(range(0, 22, 2)), 3), **tol)
+    out = torchcorr.cost_volume(left, right, (1, 2), dilation=(2, 1), backend=backend)
+    torch.testing.assert_close(out.double(), ref.local_cost_volume(left, right, 1, 2, 2, 1, 1 / 6), **tol)
