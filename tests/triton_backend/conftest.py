@@ -10,13 +10,9 @@ skipped with that reason.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-# tests/ on the path, for the float64 references in tests/reference
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _interpreting() -> bool:

@@ -11,6 +11,7 @@ import triton
 from torch import Tensor
 
 from ..._geometry import Geometry
+from .._alloc import empty
 from . import kernels
 
 #: Calls per kernel since import (tests use it to check which kernels ran).
@@ -120,7 +121,7 @@ def forward(
     b, c, h, w = f1.shape
     ho, wo = geometry.out_hw(h, w)
     gy, gx = geometry.y, geometry.x
-    out = torch.empty((b, groups, gy.disp_count, gx.disp_count, ho, wo), dtype=f1.dtype, device=f1.device)
+    out = empty((b, groups, gy.disp_count, gx.disp_count, ho, wo), f1.dtype, f1.device)
     if out.numel() == 0:
         return out
     if c == 0:
@@ -188,8 +189,8 @@ def backward(
     """Gradients with respect to ``f1`` and ``f2`` (deterministic gather kernels)."""
     b, c, h, w = f1.shape
     ho, wo = geometry.out_hw(h, w)
-    g1 = torch.empty((b, c, h, w), dtype=f1.dtype, device=f1.device) if need_f1 else None
-    g2 = torch.empty((b, c, h, w), dtype=f2.dtype, device=f2.device) if need_f2 else None
+    g1 = empty((b, c, h, w), f1.dtype, f1.device) if need_f1 else None
+    g2 = empty((b, c, h, w), f2.dtype, f2.device) if need_f2 else None
     if f1.numel() == 0:
         return g1, g2
     if grad.numel() == 0:
