@@ -403,3 +403,291 @@ def corr_bwd_f2_kernel(
     acc = acc * scale
     out_off = (b * G * CG + chan)[:, None] * H * W + p[None, :]
     tl.store(g2_ptr + out_off, acc.to(g2_ptr.dtype.element_ty), mask=cmask[:, None] & pmask[None, :])
+
+
+# --------------------------------------------------------------------------------------------
+# RAFT window lookup (one pyramid level; semantics.md section 5)
+#
+# For pixel p of f1 with target c = coords[b, :, y, x] (x first, in f2's pixel units), let
+# (X0, Y0) = floor(c), (fx, fy) = c - floor(c), K = 2*RADIUS + 1, and G[u, v] the scaled dot
+# product of f1[b, :, y, x] with f2[b, :, Y0 + v - RADIUS, X0 + u - RADIUS] (zero outside f2) for
+# u, v in [0, K]: the (K+1)^2 integer neighbours every bilinear sample of the window reads.
+# Output channel a*K + d (a horizontal, the slow index) is
+#   G[a, d]*(1-fx)*(1-fy) + G[a+1, d]*fx*(1-fy) + G[a, d+1]*(1-fx)*fy + G[a+1, d+1]*fx*fy.
+# Neighbour q = u*(K+1) + v is a column of a BLOCK_Q-wide tile; output k = a*K + d of a
+# BLOCK_K-wide one.
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _lookup_base(c_ptr, sc_b, sc_c, sc_h, sc_w, b, y, x, pmask, LIMIT, CDT: tl.constexpr):
+    """Floor and fractions of the targets of a block of pixels (coordinates clamped to +-LIMIT)."""
+    cx = tl.load(c_ptr + b * sc_b + y * sc_h + x * sc_w, mask=pmask, other=0.0).to(CDT)
+    cy = tl.load(c_ptr + b * sc_b + sc_c + y * sc_h + x * sc_w, mask=pmask, other=0.0).to(CDT)
+    cx = tl.minimum(tl.maximum(cx, -LIMIT), LIMIT)
+    cy = tl.minimum(tl.maximum(cy, -LIMIT), LIMIT)
+    bx = tl.floor(cx)
+    by = tl.floor(cy)
+    return bx.to(tl.int32), by.to(tl.int32), cx - bx, cy - by
+
+
+@triton.jit
+def lookup_fwd_kernel(
+    f1_ptr,
+    f2_ptr,
+    c_ptr,
+    out_ptr,
+    s1b,
+    s1c,
+    s1h,
+    s1w,
+    s2b,
+    s2c,
+    s2h,
+    s2w,
+    scb,
+    scc,
+    sch,
+    scw,
+    C,
+    H,
+    W,
+    H2,
+    W2,
+    LIMIT,
+    scale,
+    RADIUS: tl.constexpr,
+    ACC: tl.constexpr,
+    CDT: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Window lookup forward: ``out[b, :, p0:p0+BLOCK_P]`` of one batch item.
+
+    One program accumulates the ``BLOCK_P x (K+1)^2`` neighbour correlations ``G`` over all
+    channels (one channel at a time: an ``f1`` vector times a gathered ``f2`` tile), then gathers
+    the four corners of every bilinear sample from ``G`` in registers and writes the
+    ``BLOCK_P x K^2`` window.
+
+    Grid: ``(cdiv(H*W, BLOCK_P), B)``.
+    """
+    K: tl.constexpr = 2 * RADIUS + 1
+    K1: tl.constexpr = K + 1
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+    pmask = p < H * W
+    y = p // W
+    x = p % W
+    bx, by, fx, fy = _lookup_base(c_ptr, scb, scc, sch, scw, b, y, x, pmask, LIMIT, CDT)
+    fx = fx.to(ACC)
+    fy = fy.to(ACC)
+    q = tl.arange(0, BLOCK_Q)
+    X = bx[:, None] + (q // K1 - RADIUS)[None, :]
+    Y = by[:, None] + (q % K1 - RADIUS)[None, :]
+    m2 = pmask[:, None] & (q < K1 * K1)[None, :] & (X >= 0) & (X < W2) & (Y >= 0) & (Y < H2)
+    off2 = Y * s2h + X * s2w
+    off1 = y * s1h + x * s1w
+    G = tl.zeros((BLOCK_P, BLOCK_Q), dtype=ACC)
+    for c in range(C):
+        a = tl.load(f1_ptr + b * s1b + c * s1c + off1, mask=pmask, other=0.0).to(ACC)
+        w2 = tl.load(f2_ptr + b * s2b + c * s2c + off2, mask=m2, other=0.0).to(ACC)
+        G += a[:, None] * w2
+    k = tl.arange(0, BLOCK_K)
+    kmask = k < K * K
+    i00 = tl.where(kmask, (k // K) * K1 + k % K, 0)
+    i00 = tl.broadcast_to(i00[None, :], (BLOCK_P, BLOCK_K))
+    g00 = tl.gather(G, i00, 1)
+    g10 = tl.gather(G, i00 + K1, 1)
+    g01 = tl.gather(G, i00 + 1, 1)
+    g11 = tl.gather(G, i00 + K1 + 1, 1)
+    gx = 1.0 - fx[:, None]
+    gy = 1.0 - fy[:, None]
+    val = g00 * gx * gy + g10 * fx[:, None] * gy + g01 * gx * fy[:, None] + g11 * fx[:, None] * fy[:, None]
+    val = val * scale
+    out_off = (b * K * K + k[None, :]) * H * W + p[:, None]
+    tl.store(out_ptr + out_off, val.to(out_ptr.dtype.element_ty), mask=pmask[:, None] & kmask[None, :])
+
+
+@triton.jit
+def lookup_bwd_pixel_kernel(
+    grad_ptr,
+    f1_ptr,
+    f2_ptr,
+    c_ptr,
+    g1_ptr,
+    gc_ptr,
+    wt_ptr,
+    key_ptr,
+    s1b,
+    s1c,
+    s1h,
+    s1w,
+    s2b,
+    s2c,
+    s2h,
+    s2w,
+    scb,
+    scc,
+    sch,
+    scw,
+    C,
+    H,
+    W,
+    H2,
+    W2,
+    LIMIT,
+    scale,
+    RADIUS: tl.constexpr,
+    NEED_F1: tl.constexpr,
+    NEED_F2: tl.constexpr,
+    NEED_COORDS: tl.constexpr,
+    ACC: tl.constexpr,
+    CDT: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Window lookup backward, everything a pixel of ``f1`` owns (gather form, deterministic).
+
+    One program takes ``BLOCK_P`` pixels of one batch item.  From the output gradient it forms
+    ``dG``, the gradient of each neighbour correlation (adjoint of the bilinear combination, times
+    the scale, zero for neighbours outside ``f2``).  Over the channels it writes
+    ``grad_f1[b, c, p] = sum_q dG[p, q] * f2[b, c, neighbour q]`` and accumulates ``G``, from
+    which ``grad_coords[b, :, p]`` follows (derivative of the bilinear weights).  For the ``f2``
+    gradient it stores ``dG`` and the flat target index of every neighbour
+    (``b*H2*W2 + Y*W2 + X``, or ``B*H2*W2`` outside) as ``(B*H*W, (K+1)^2)`` arrays, which
+    :func:`lookup_bwd_f2_kernel` reads after a stable sort by target.
+
+    Grid: ``(cdiv(H*W, BLOCK_P), B)``.
+    """
+    K: tl.constexpr = 2 * RADIUS + 1
+    K1: tl.constexpr = K + 1
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    nb = tl.num_programs(1)
+    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+    pmask = p < H * W
+    y = p // W
+    x = p % W
+    bx, by, fx, fy = _lookup_base(c_ptr, scb, scc, sch, scw, b, y, x, pmask, LIMIT, CDT)
+    fx = fx.to(ACC)
+    fy = fy.to(ACC)
+    gx = 1.0 - fx
+    gy = 1.0 - fy
+    q = tl.arange(0, BLOCK_Q)
+    u = q // K1
+    v = q % K1
+    X = bx[:, None] + (u - RADIUS)[None, :]
+    Y = by[:, None] + (v - RADIUS)[None, :]
+    qmask = pmask[:, None] & (q < K1 * K1)[None, :]
+    m2 = qmask & (X >= 0) & (X < W2) & (Y >= 0) & (Y < H2)
+    # dG[p, (u, v)] collects the output gradient of the four samples that read neighbour (u, v)
+    gbase = grad_ptr + b * K * K * H * W + p[:, None]
+    pm = pmask[:, None]
+    t00 = tl.load(gbase + ((u * K + v) * H * W)[None, :], mask=pm & ((u < K) & (v < K))[None, :], other=0.0)
+    t10 = tl.load(
+        gbase + (((u - 1) * K + v) * H * W)[None, :], mask=pm & ((u >= 1) & (u <= K) & (v < K))[None, :], other=0.0
+    )
+    t01 = tl.load(
+        gbase + ((u * K + v - 1) * H * W)[None, :], mask=pm & ((u < K) & (v >= 1) & (v <= K))[None, :], other=0.0
+    )
+    t11 = tl.load(
+        gbase + (((u - 1) * K + v - 1) * H * W)[None, :],
+        mask=pm & ((u >= 1) & (u <= K) & (v >= 1) & (v <= K))[None, :],
+        other=0.0,
+    )
+    dG = (
+        t00.to(ACC) * (gx * gy)[:, None]
+        + t10.to(ACC) * (fx * gy)[:, None]
+        + t01.to(ACC) * (gx * fy)[:, None]
+        + t11.to(ACC) * (fx * fy)[:, None]
+    )
+    dG = tl.where(m2, dG * scale, 0.0)
+    off2 = Y * s2h + X * s2w
+    off1 = y * s1h + x * s1w
+    G = tl.zeros((BLOCK_P, BLOCK_Q), dtype=ACC)
+    if NEED_F1 or NEED_COORDS:
+        for c in range(C):
+            w2 = tl.load(f2_ptr + b * s2b + c * s2c + off2, mask=m2, other=0.0).to(ACC)
+            if NEED_F1:
+                g1 = tl.sum(dG * w2, axis=1)
+                tl.store(g1_ptr + (b * C + c) * H * W + p, g1.to(g1_ptr.dtype.element_ty), mask=pmask)
+            if NEED_COORDS:
+                a = tl.load(f1_ptr + b * s1b + c * s1c + off1, mask=pmask, other=0.0).to(ACC)
+                G += a[:, None] * w2
+    if NEED_COORDS:
+        k = tl.arange(0, BLOCK_K)
+        kmask = k < K * K
+        i00 = tl.where(kmask, (k // K) * K1 + k % K, 0)
+        i00 = tl.broadcast_to(i00[None, :], (BLOCK_P, BLOCK_K))
+        g00 = tl.gather(G, i00, 1)
+        g10 = tl.gather(G, i00 + K1, 1)
+        g01 = tl.gather(G, i00 + 1, 1)
+        g11 = tl.gather(G, i00 + K1 + 1, 1)
+        go = tl.load(grad_ptr + (b * K * K + k[None, :]) * H * W + p[:, None], mask=pm & kmask[None, :], other=0.0).to(
+            ACC
+        )
+        ddx = (g10 - g00) * gy[:, None] + (g11 - g01) * fy[:, None]
+        ddy = (g01 - g00) * gx[:, None] + (g11 - g10) * fx[:, None]
+        gcx = tl.sum(go * ddx, axis=1) * scale
+        gcy = tl.sum(go * ddy, axis=1) * scale
+        cdt = gc_ptr.dtype.element_ty
+        tl.store(gc_ptr + (b * 2) * H * W + p, gcx.to(cdt), mask=pmask)
+        tl.store(gc_ptr + (b * 2 + 1) * H * W + p, gcy.to(cdt), mask=pmask)
+    if NEED_F2:
+        rows = (b * H * W + p)[:, None] * (K1 * K1) + q[None, :]
+        tl.store(wt_ptr + rows, dG, mask=qmask)
+        key = tl.where(m2, b * H2 * W2 + Y * W2 + X, nb * H2 * W2)
+        tl.store(key_ptr + rows, key, mask=qmask)
+
+
+@triton.jit
+def lookup_bwd_f2_kernel(
+    f1_ptr,
+    wt_ptr,
+    perm_ptr,
+    start_ptr,
+    g2_ptr,
+    s1b,
+    s1c,
+    s1h,
+    s1w,
+    C,
+    H,
+    W,
+    H2,
+    W2,
+    Q,
+    ACC: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """Window lookup backward for ``f2`` (gather form over a sorted list, deterministic).
+
+    One program owns ``grad_f2[b, c0:c0+BLOCK_C, t]`` for one ``f2`` pixel ``t``.  Entries
+    ``start[t] .. start[t+1]`` of the stable sort by target list every (pixel, neighbour) pair of
+    the forward that read ``t``; the program adds ``dG`` of each times ``f1`` of its pixel, in
+    that fixed order.
+
+    Grid: ``(B*H2*W2, cdiv(C, BLOCK_C))``.
+    """
+    t = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = c < C
+    start = tl.load(start_ptr + t)
+    end = tl.load(start_ptr + t + 1)
+    acc = tl.zeros((BLOCK_C,), dtype=ACC)
+    for i in range(start, end):
+        e = tl.load(perm_ptr + i)
+        pix = e // Q
+        wt = tl.load(wt_ptr + e).to(ACC)
+        bi = pix // (H * W)
+        pp = pix % (H * W)
+        yy = pp // W
+        xx = pp % W
+        a = tl.load(f1_ptr + bi * s1b + c * s1c + yy * s1h + xx * s1w, mask=cmask, other=0.0).to(ACC)
+        acc += wt * a
+    b = t // (H2 * W2)
+    tt = t % (H2 * W2)
+    tl.store(g2_ptr + (b * C + c) * H2 * W2 + tt, acc.to(g2_ptr.dtype.element_ty), mask=cmask)
