@@ -285,3 +285,20 @@ def test_can_run_reasons(monkeypatch):
 def test_interpreter_flag_set_before_import():
     # the whole module relies on the kernels having been decorated for the right target
     assert launch.interpreted() == (os.environ.get("TRITON_INTERPRET") == "1")
+
+
+def test_gpu_benchmark_script_smoke(capsys):
+    # the GPU benchmark's code paths on tiny shapes through the interpreter
+    import importlib.util
+    from pathlib import Path
+
+    if DEVICE != "cpu":
+        pytest.skip("smoke mode is for the interpreter")
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "bit-identical over two runs: True" in out
+    assert "triton on-the-fly lookup forward" in out
