@@ -90,18 +90,23 @@ def dot_plan(f1: Tensor, geometry: Geometry, groups: int, mode: str, allow_fp32:
     else:
         return None
     band = (gx.disp_count - 1) * abs(gx.disp_step)
+    # the product computes BLOCK_N columns per pixel of which Dx are kept: take the narrowest strip
+    # (ties: the widest pixel block), BLOCK_W x BLOCK_N at most 8192 accumulators
+    best = None
     for block_w in (64, 32, 16):
         block_n = max(16, triton.next_power_of_2((block_w - 1) * gx.stride + band + 1))
-        if block_w * block_n <= 8192:
-            return {
-                "BLOCK_W": block_w,
-                "BLOCK_N": block_n,
-                "BLOCK_D": max(2, triton.next_power_of_2(gx.disp_count)),
-                "BLOCK_C": 32 if f1.shape[1] // groups >= 32 else 16,
-                "PRECISION": precision,
-                "UPCAST": f1.dtype == torch.bfloat16 and interpreted(),
-            }
-    return None
+        if block_w * block_n <= 8192 and (best is None or block_n < best[1]):
+            best = (block_w, block_n)
+    if best is None:
+        return None
+    return {
+        "BLOCK_W": best[0],
+        "BLOCK_N": best[1],
+        "BLOCK_D": max(2, triton.next_power_of_2(gx.disp_count)),
+        "BLOCK_C": 32 if f1.shape[1] // groups >= 32 else 16,
+        "PRECISION": precision,
+        "UPCAST": f1.dtype == torch.bfloat16 and interpreted(),
+    }
 
 
 def forward(
