@@ -13,6 +13,7 @@ pytest.importorskip("triton", reason="triton is not installed")
 from torchcorr.backends.triton import launcher
 from torchcorr.backends.triton import lookup as tl_lookup
 
+from ..reference.raft import raft_lookup, window_lookup
 from ..reference.raft_window import window_lookup_reference
 
 pytestmark = pytest.mark.triton
@@ -54,7 +55,8 @@ def run(f1, f2, coords, radius, scale, dtype, needs=(True, True, True)):
     assert out.dtype == f1.dtype and out.shape == (f1.shape[0], (2 * radius + 1) ** 2, *f1.shape[2:])
     grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     ref_out, ref_grads = expected(f1.cpu(), f2.cpu(), coords.cpu(), radius, scale, grad)
-    close(out, ref_out, dtype)
+    close(out, torch.from_numpy(window_lookup(f1, f2, coords, radius, scale)), dtype)
+    close(ref_out, torch.from_numpy(window_lookup(f1, f2, coords, radius, scale)), torch.float64)
     got = tl_lookup.backward(grad.to(dtype).to(DEVICE), f1, f2, coords, radius, scale, *needs)
     for need, g, r in zip(needs, got, ref_grads, strict=True):
         if need:
@@ -135,3 +137,51 @@ def test_lookup_counts_calls():
     assert tl_lookup.CALLS["lookup_fwd"] == before["lookup_fwd"] + 1
     assert tl_lookup.CALLS["lookup_bwd_pixel"] == before["lookup_bwd_pixel"] + 1
     assert tl_lookup.CALLS["lookup_bwd_f2"] == before["lookup_bwd_f2"] + 1
+
+
+def test_registered_op_and_raft_faces_run_through_triton(monkeypatch):
+    import torchcorr
+    from torchcorr.compat.raft import AlternateCorrBlock
+
+    f1, f2, _ = inputs(1, 4, 4, 6, 4, 6, seed=7)
+    g = torch.Generator().manual_seed(8)
+    coords = torch.rand(1, 2, 4, 6, generator=g, dtype=torch.float64) * 7 - 1
+    f1, f2, coords = f1.to(DEVICE), f2.to(DEVICE), coords.to(DEVICE)
+    f1.requires_grad_(True)
+    f2.requires_grad_(True)
+    coords.requires_grad_(True)
+    before = dict(tl_lookup.CALLS)
+    out = torchcorr.alternate_lookup(f1, f2, coords, num_levels=2, radius=1, backend="triton")
+    assert tl_lookup.CALLS["lookup_fwd"] == before["lookup_fwd"] + 2
+    expect = raft_lookup(f1.detach(), f2.detach(), coords.detach(), 2, 1)
+    close(out, torch.from_numpy(expect), torch.float64)
+    out.square().sum().backward()
+    assert tl_lookup.CALLS["lookup_bwd_pixel"] == before["lookup_bwd_pixel"] + 2
+    assert tl_lookup.CALLS["lookup_bwd_f2"] == before["lookup_bwd_f2"] + 2
+    a, b, c = (t.detach().requires_grad_(True) for t in (f1, f2, coords))
+    torchcorr.alternate_lookup(a, b, c, num_levels=2, radius=1, backend="torch").square().sum().backward()
+    for got, ref in ((f1.grad, a.grad), (f2.grad, b.grad), (coords.grad, c.grad)):
+        close(got, ref, torch.float64)
+    # the RAFT drop-in picks the Triton lookup from the environment
+    monkeypatch.setenv("TORCHCORR_LOOKUP_BACKEND", "triton")
+    before = tl_lookup.CALLS["lookup_fwd"]
+    block = AlternateCorrBlock(f1.detach(), f2.detach(), num_levels=2, radius=1)
+    close(block(coords.detach()), torch.from_numpy(expect), torch.float64)
+    assert tl_lookup.CALLS["lookup_fwd"] == before + 2
+
+
+def test_lookup_opcheck():
+    f1, f2, coords = inputs(1, 2, 2, 3, 2, 3, seed=9)
+    args = (
+        f1.to(DEVICE).requires_grad_(True),
+        f2.to(DEVICE).requires_grad_(True),
+        coords.to(DEVICE).requires_grad_(True),
+        1,
+        0.5,
+        "triton",
+    )
+    torch.library.opcheck(
+        torch.ops.torchcorr.corr_lookup.default,
+        args,
+        test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+    )
