@@ -302,3 +302,19 @@ def test_gpu_benchmark_script_smoke(capsys):
     out = capsys.readouterr().out
     assert "bit-identical over two runs: True" in out
     assert "triton on-the-fly lookup forward" in out
+
+
+def test_double_backward_through_triton():
+    # the analytic double backward of the registered op calls the Triton kernels again
+    g = geo((1, 1, 1, 1, 1, -1, 2, 1), (0, 1, 2, 2, 1, 1, 2, -1))
+    results = {}
+    for backend in ("triton", "torch"):
+        f1, f2 = features(1, 2, 4, 5)
+        f1.requires_grad_(True)
+        f2.requires_grad_(True)
+        out = torch.ops.torchcorr.correlation(f1, f2, g.as_list(), 1, "product", 0.5, backend)
+        weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)
+        g1, g2 = torch.autograd.grad((out * weight).sum(), (f1, f2), create_graph=True)
+        results[backend] = torch.autograd.grad((g1 * g1).sum() + (g2 * f1).sum(), (f1, f2))
+    for a, b in zip(results["triton"], results["torch"], strict=True):
+        close(a, b.detach(), torch.float64)

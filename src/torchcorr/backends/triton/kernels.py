@@ -543,6 +543,7 @@ def lookup_bwd_pixel_kernel(
     NEED_F1: tl.constexpr,
     NEED_F2: tl.constexpr,
     NEED_COORDS: tl.constexpr,
+    NEED_ROWS: tl.constexpr,
     ACC: tl.constexpr,
     CDT: tl.constexpr,
     BLOCK_P: tl.constexpr,
@@ -608,7 +609,7 @@ def lookup_bwd_pixel_kernel(
     off2 = Y * s2h + X * s2w
     off1 = y * s1h + x * s1w
     G = tl.zeros((BLOCK_P, BLOCK_Q), dtype=ACC)
-    if NEED_F1 or NEED_COORDS:
+    if NEED_ROWS:  # NEED_F1 or NEED_COORDS
         for c in range(C):
             w2 = tl.load(f2_ptr + b * s2b + c * s2c + off2, mask=m2, other=0.0).to(ACC)
             if NEED_F1:

@@ -159,6 +159,7 @@ def backward(
         NEED_F1=need_f1,
         NEED_F2=need_f2,
         NEED_COORDS=need_coords,
+        NEED_ROWS=need_f1 or need_coords,
         **meta,
     )
     CALLS["lookup_bwd_pixel"] += 1
