@@ -17,7 +17,6 @@ pytest.importorskip("triton", reason="triton is not installed")
 import torchcorr
 from torchcorr import backends
 from torchcorr._geometry import AxisGeometry, Geometry
-from torchcorr.backends import pure
 from torchcorr.backends import triton as tb
 
 from ..reference.correlation import general_reference, general_reference_grad
