@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint docs bench clean
+.PHONY: demo test test-triton lint docs bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) test-triton
+
+# Triton kernels on the CPU through Triton's interpreter, in their own process (TRITON_INTERPRET
+# must be set before the kernels are imported, and must not leak into the other tests).
+test-triton: $(VENV)/.installed
+	TRITON_INTERPRET=1 $(PY) -m pytest -m triton tests/triton_backend $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks

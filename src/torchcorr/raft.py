@@ -58,6 +58,7 @@ LOOKUP_ENV_VAR = "TORCHCORR_LOOKUP_BACKEND"
 
 #: Lookup implementations in the order ``"auto"`` tries them: (name, module path).
 LOOKUP_PRIORITY: list[tuple[str, str]] = [
+    ("triton", "torchcorr.backends.triton.lookup"),
     ("torch", "torchcorr.backends.lookup_pure"),
 ]
 
