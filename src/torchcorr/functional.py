@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from . import backends
+from . import _composite, backends
 from ._geometry import AxisGeometry, Geometry, pair
 from ._validation import check_feature_pair, check_groups, check_int
 
@@ -92,6 +92,8 @@ def correlate(
             f"padded by ({geometry.y.pad_before}, {geometry.y.pad_after}) rows and "
             f"({geometry.x.pad_before}, {geometry.x.pad_after}) columns"
         )
+    if _composite.active():  # torch.export / ONNX: trace standard aten ops only
+        return _composite.correlation(f1, f2, geometry, groups, mode, float(scale))
     return torch.ops.torchcorr.correlation(
         f1, f2, geometry.as_list(), groups, mode, float(scale), backends.resolve(backend)
     )
