@@ -6,6 +6,7 @@ in :mod:`torchcorr.compat`.
 """
 
 from . import ops  # registers the torch.library operators  # noqa: F401
+from ._composite import keep_custom_ops
 from ._geometry import AxisGeometry, Geometry
 from .backends import backend_report
 from .functional import correlate, correlation
@@ -21,4 +22,5 @@ __all__ = [
     "backend_report",
     "correlate",
     "correlation",
+    "keep_custom_ops",
 ]
