@@ -5,12 +5,14 @@ PWC-Net, RAFT, DispNetC, GwcNet), with drop-in replacements for the established 
 in :mod:`torchcorr.compat`.
 """
 
-from . import ops  # registers the torch.library operators  # noqa: F401
+from . import _autocast, ops  # ops registers the torch.library operators  # noqa: F401
 from ._composite import keep_custom_ops
 from ._geometry import AxisGeometry, Geometry
 from .backends import backend_report
 from .functional import correlate, correlation
 from .modules import Correlation
+
+_autocast.register()  # autocast kernels of the registered ops (after every op is defined)
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from . import _composite, backends
+from . import _autocast, _composite, backends
 from ._geometry import AxisGeometry, Geometry, pair
 from ._validation import check_feature_pair, check_groups, check_int
 
@@ -77,6 +77,7 @@ def correlate(
     Every face (native, compat, volumes) ends here.  ``too_small(ho, wo)`` builds the error
     message for an empty output in the face's own terms.
     """
+    f1, f2 = _autocast.cast_inputs(f1, f2)  # the autocast policy, see torchcorr._autocast
     check_feature_pair(f1, f2, names)
     groups = check_groups(groups, f1.shape[1])
     if mode not in _MODES:
