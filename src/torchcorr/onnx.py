@@ -60,7 +60,7 @@ def correlation_onnx(f1: Any, f2: Any, geometry: Sequence[int], groups: int, mod
     Same values as the op: inputs ``(B, C, H, W)``, output ``(B, G, Dy, Dx, Ho, Wo)``; float16 and
     bfloat16 accumulate in float32.  ``backend`` has no meaning in ONNX and is ignored.
     """
-    from onnx_ir import DataType
+    from onnxscript.ir import DataType
 
     op = _op()
     g = Geometry.from_list(list(geometry))
@@ -133,7 +133,7 @@ def correlation_onnx(f1: Any, f2: Any, geometry: Sequence[int], groups: int, mod
 
 def _ones_tensor(groups: int, ky: int, kx: int, dtype: Any) -> Any:
     import numpy as np
-    import onnx_ir as ir
+    from onnxscript import ir
 
     return ir.tensor(np.ones((groups, 1, ky, kx), dtype=dtype.numpy()))
 
