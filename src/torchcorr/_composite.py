@@ -123,3 +123,32 @@ def correlation(f1: Tensor, f2: Tensor, geometry: Geometry, groups: int, mode: s
     if scale != 1.0:
         out = out * scale
     return out.unflatten(2, (gy.disp_count, gx.disp_count)).to(f1.dtype)
+
+
+def corr_lookup(f1: Tensor, f2: Tensor, coords: Tensor, radius: int, scale: float) -> Tensor:
+    """Composite RAFT window lookup (``torchcorr::corr_lookup``): ``Tensor[B, (2r+1)^2, H, W]``.
+
+    Correlation is linear in ``f2``, so the bilinear sample of the correlation at ``c + (a, d)``
+    is the dot product of ``f1`` with ``f2`` sampled bilinearly there: one ``grid_sample`` of
+    ``f2`` (zeros outside) per window offset, then a channel reduction.  Coordinates are mapped
+    with ``align_corners=False`` arithmetic (``(2x + 1) / w - 1``), which puts pixel ``i`` at
+    coordinate ``i`` for every size, 1 included; positions that are not finite read zero.
+    """
+    acc = torch.float32 if f1.dtype in (torch.float16, torch.bfloat16) else f1.dtype
+    a, b = f1.to(acc), f2.to(acc)
+    h2, w2 = f2.shape[2], f2.shape[3]
+    outside = -(radius + 2.0)  # every tap of a window anchored here lies left of / above the map
+    c = torch.nan_to_num(coords.to(acc), nan=outside, posinf=outside, neginf=outside)
+    x, y = c[:, 0], c[:, 1]  # (B, H, W)
+    pieces = []
+    for dx in range(-radius, radius + 1):  # the horizontal offset is the slow index (RAFT)
+        gx = (2 * (x + dx) + 1) / w2 - 1
+        for dy in range(-radius, radius + 1):
+            gy = (2 * (y + dy) + 1) / h2 - 1
+            grid = torch.stack((gx, gy), -1)
+            sampled = F.grid_sample(b, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            pieces.append((a * sampled).sum(1))
+    out = torch.stack(pieces, 1)
+    if scale != 1.0:
+        out = out * scale
+    return out.to(f1.dtype)

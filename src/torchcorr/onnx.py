@@ -32,7 +32,7 @@ import torch
 from ._composite import axis_plan
 from ._geometry import AxisGeometry, Geometry
 
-__all__ = ["correlation_onnx", "onnx_translation_table"]
+__all__ = ["corr_lookup_onnx", "correlation_onnx", "onnx_translation_table"]
 
 _INT64_MAX = 2**63 - 1
 
@@ -138,6 +138,52 @@ def _ones_tensor(groups: int, ky: int, kx: int, dtype: Any) -> Any:
     return ir.tensor(np.ones((groups, 1, ky, kx), dtype=dtype.numpy()))
 
 
+def corr_lookup_onnx(f1: Any, f2: Any, coords: Any, radius: int, scale: float, backend: str):
+    """ONNX translation of ``torchcorr::corr_lookup`` (RAFT window lookup, standard operators only).
+
+    One ``GridSample`` (bilinear, zeros outside) of ``f2`` per window offset, a channel dot
+    product with ``f1``, then ``Concat``: ``Tensor[B, (2r+1)^2, H, W]``, the horizontal offset the
+    slow index.  Positions that are not finite read zero.  ``backend`` is ignored.
+    """
+    from onnxscript.ir import DataType
+
+    op = _op()
+    half = f1.dtype in (DataType.FLOAT16, DataType.BFLOAT16)
+    a, b = f1, f2
+    if half:
+        a, b = op.Cast(a, to=DataType.FLOAT), op.Cast(b, to=DataType.FLOAT)
+    c = op.CastLike(coords, a)
+    outside = op.CastLike(op.Constant(value_float=-(radius + 2.0)), a)
+    c = op.Where(op.Or(op.IsNaN(c), op.IsInf(c)), outside, c)
+    x = op.Gather(c, op.Constant(value_int=0), axis=1)  # (B, H, W)
+    y = op.Gather(c, op.Constant(value_int=1), axis=1)
+    h2 = op.CastLike(op.Shape(b, start=2, end=3), a)
+    w2 = op.CastLike(op.Shape(b, start=3, end=4), a)
+    one = op.CastLike(op.Constant(value_float=1.0), a)
+    two = op.CastLike(op.Constant(value_float=2.0), a)
+    last = op.Constant(value_ints=[-1])
+    channel = op.Constant(value_ints=[1])
+    pieces = []
+    for dx in range(-radius, radius + 1):
+        gx = op.Sub(
+            op.Div(op.Add(op.Mul(two, op.Add(x, op.CastLike(op.Constant(value_float=float(dx)), a))), one), w2), one
+        )
+        for dy in range(-radius, radius + 1):
+            gy = op.Sub(
+                op.Div(op.Add(op.Mul(two, op.Add(y, op.CastLike(op.Constant(value_float=float(dy)), a))), one), h2),
+                one,
+            )
+            grid = op.Concat(op.Unsqueeze(gx, last), op.Unsqueeze(gy, last), axis=-1)
+            sampled = op.GridSample(b, grid, align_corners=0, mode="bilinear", padding_mode="zeros")
+            pieces.append(op.ReduceSum(op.Mul(a, sampled), channel, keepdims=1))
+    out = op.Concat(*pieces, axis=1) if len(pieces) > 1 else pieces[0]
+    if scale != 1.0:
+        out = op.Mul(out, op.CastLike(op.Constant(value_float=float(scale)), out))
+    if half:
+        out = op.Cast(out, to=f1.dtype)
+    return out
+
+
 def onnx_translation_table() -> dict[Callable[..., Any], Callable[..., Any]]:
     """The ``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True)``.
 
@@ -154,4 +200,7 @@ def onnx_translation_table() -> dict[Callable[..., Any], Callable[..., Any]]:
         True
     """
     _op()  # a clear error now if onnxscript is missing
-    return {torch.ops.torchcorr.correlation.default: correlation_onnx}
+    table = {torch.ops.torchcorr.correlation.default: correlation_onnx}
+    if hasattr(torch.ops.torchcorr, "corr_lookup"):
+        table[torch.ops.torchcorr.corr_lookup.default] = corr_lookup_onnx
+    return table
