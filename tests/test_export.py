@@ -75,6 +75,40 @@ class TfaCost(nn.Module):
         return self.layer([a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)])
 
 
+def _target_coords(f1: torch.Tensor) -> torch.Tensor:
+    """RAFT's coords1 = coords0 + flow, with a flow derived from the features (x then y)."""
+    h, w = f1.shape[2], f1.shape[3]
+    ys = torch.arange(h, dtype=f1.dtype, device=f1.device).view(1, h, 1).expand(1, h, w)
+    xs = torch.arange(w, dtype=f1.dtype, device=f1.device).view(1, 1, w).expand(1, h, w)
+    return torch.cat((xs, ys)).unsqueeze(0) + 2.5 * torch.tanh(f1[:, :2])
+
+
+class RaftLookupStep(nn.Module):
+    """One RAFT iteration's correlation lookup, on the fly (2 levels, radius 1)."""
+
+    def forward(self, f1, f2):
+        return torchcorr.alternate_lookup(f1, f2, _target_coords(f1), num_levels=2, radius=1)
+
+
+class RaftAllPairsStep(nn.Module):
+    """RAFT's all-pairs CorrBlock lookup (2 levels, radius 1)."""
+
+    def forward(self, f1, f2):
+        from torchcorr.compat.raft import CorrBlock
+
+        return CorrBlock(f1, f2, num_levels=2, radius=1)(_target_coords(f1))
+
+
+class LocalLookup(nn.Module):
+    def forward(self, f1, f2):
+        return torchcorr.local_lookup(f1, f2, _target_coords(f1), radius=1, scale=0.5)
+
+
+class Xcorr(nn.Module):
+    def forward(self, a, b):
+        return torchcorr.xcorr2(a, b[..., :3, :4], "same")
+
+
 def _cases() -> dict[str, nn.Module]:
     return {
         "pwc": PWCBlock(),
@@ -88,6 +122,14 @@ def _cases() -> dict[str, nn.Module]:
         ),
         "mmcv": mmcv.Correlation(kernel_size=3, max_displacement=1, padding=1),
         "tfa": TfaCost(),
+        "cost_volume": torchcorr.CostVolume(2, layout="channels_first", output_layout="channels_last"),
+        "stereo": torchcorr.StereoCorrelation(4, kernel_size=3),
+        "stereo_groupwise": torchcorr.GroupwiseCorrelation(3, 2, two_sided=True, reference="right"),
+        "stereo_concat": torchcorr.ConcatVolume(3, disparity_step=2),
+        "raft_lookup_step": RaftLookupStep(),
+        "raft_all_pairs_step": RaftAllPairsStep(),
+        "raft_local_lookup": LocalLookup(),
+        "xcorr2": Xcorr(),
     }
 
 
@@ -204,7 +246,7 @@ def _onnx_check(program, model, sizes, rtol=1e-5, atol=1e-5):
 
 
 @needs_onnx
-@pytest.mark.parametrize("name", ["pwc", "flownetc_absdiff_k3", "native_function"])
+@pytest.mark.parametrize("name", ["pwc", "flownetc_absdiff_k3", "native_function", "raft_lookup_step", "stereo"])
 def test_onnx_dynamo_export_standard_ops(name):
     model = CASES[name].eval()
     program = torch.onnx.export(model, _inputs(*SIZES[0]), dynamo=True, dynamic_shapes=_dynamic_hw(), verbose=False)
@@ -223,12 +265,18 @@ class DirectOp(nn.Module):
         return torch.ops.torchcorr.correlation(a, b, geometry, groups, mode, scale, "auto")
 
 
+class DirectLookup(nn.Module):
+    def forward(self, a, b):
+        return torch.ops.torchcorr.corr_lookup(a, b[..., ::2, ::2], _target_coords(a) / 2, 1, 0.5, "auto")
+
+
 def _direct_cases():
     from torchcorr._geometry import AxisGeometry, Geometry, flownet_axis
 
     fn = flownet_axis(3, 3, 2, 2, 2)
     odd = AxisGeometry(-1, 2, 1, 2, 2, 3, 3, -2)  # crop before, even window, backwards displacements
     return {
+        "raft_corr_lookup": DirectLookup(),
         "flownet_k3_absdiff_groups": DirectOp(Geometry(fn, fn).as_list(), 2, "absdiff", 1 / 18),
         "mixed_axes_product": DirectOp(Geometry(odd, flownet_axis(2, 1, 2, 1, 1)).as_list(), 1, "product", 0.5),
     }
