@@ -126,3 +126,28 @@ def test_scripted_errors_name_the_rule(name, args, message):
     a, b = _inputs(9, 11)
     with pytest.raises(Exception, match=message):
         scripted(*args(a, b))
+
+
+def _traced_only() -> dict[str, nn.Module]:
+    """Volume and RAFT faces: traced (their modules have no scripted path yet)."""
+    from tests.test_export import LocalLookup, RaftAllPairsStep, RaftLookupStep, Xcorr
+
+    return {
+        "cost_volume": torchcorr.CostVolume(2),
+        "stereo": torchcorr.StereoCorrelation(4, kernel_size=3),
+        "stereo_groupwise": torchcorr.GroupwiseCorrelation(3, 2),
+        "stereo_concat": torchcorr.ConcatVolume(3),
+        "raft_lookup_step": RaftLookupStep(),
+        "raft_all_pairs_step": RaftAllPairsStep(),
+        "raft_local_lookup": LocalLookup(),
+        "xcorr2": Xcorr(),
+    }
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("name", list(_traced_only()))
+def test_trace_volumes_and_raft(name):
+    model = _traced_only()[name]
+    loaded = _round_trip(torch.jit.trace(model, _inputs(9, 11)))
+    a, b = _inputs(12, 7, seed=3)
+    torch.testing.assert_close(loaded(a, b), model(a, b))
