@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("torchcorr.cli.demo", "run the main demo"),
     "bench": ("torchcorr.cli.bench", "benchmark the workloads (time, GFLOP/s, % of matmul, memory)"),
+    "info": ("torchcorr.cli.info", "versions, platform, backends (available or why not), optional packages"),
 }
 
 
