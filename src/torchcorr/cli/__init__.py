@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("torchcorr.cli.demo", "run the main demo"),
+    "demo": ("torchcorr.cli.demo", "stereo matching on real data (Middlebury motorcycle): metrics and figure"),
+    "flow-demo": ("torchcorr.cli.flow_demo", "optical flow on a warped photograph: coarse-to-fine local cost volumes"),
 }
 
 
