@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._geometry import Geometry
+from ._alloc import empty
 
 NAME = "torch"
 
@@ -184,7 +185,7 @@ def _contract(
     acc = accumulation_dtype(f1.dtype)
     plan = _Plan(geometry, h, w)
     gy, gx = geometry.y, geometry.x
-    out = torch.empty((b, groups, gy.disp_count, gx.disp_count, plan.ho, plan.wo), dtype=acc, device=f1.device)
+    out = empty((b, groups, gy.disp_count, gx.disp_count, plan.ho, plan.wo), acc, f1.device)
     if out.numel() == 0:
         return out.to(f1.dtype)
     if c == 0:
