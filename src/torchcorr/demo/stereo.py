@@ -25,7 +25,7 @@ point as ``(y, x - disp[y, x])`` of the right one; pixels without ground truth h
 Example:
     >>> from torchcorr.demo.stereo import StereoConfig, run  # doctest: +SKIP
     >>> result = run(StereoConfig(scale=4), out_dir="torchcorr-demo")  # doctest: +SKIP
-    >>> result["metrics"]["bad2_all"]  # doctest: +SKIP
+    >>> print(result["metrics"]["bad2_all"])  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -1,0 +1,154 @@
+"""The documentation: the site builds with --strict, its examples run, its parameter mappings hold."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import torchcorr
+from torchcorr.compat import corrtorch, mmcv, mxnet, spatial_correlation_sampler, tfa
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings") is None,
+    reason="mkdocs is not installed (pip install 'torchcorr[docs]')",
+)
+def test_site_builds_strict(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (tmp_path / "site" / "index.html").exists()
+    assert (tmp_path / "site" / "api" / "core" / "index.html").exists()
+
+
+def _python_blocks(path: Path) -> list[str]:
+    text = path.read_text()
+    return [m.group(1) for m in re.finditer(r"^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)]
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "README.md",
+        "docs/index.md",
+        "docs/quickstart.md",
+        "docs/guide/correlation.md",
+        "docs/guide/local.md",
+        "docs/guide/stereo.md",
+    ],
+)
+def test_examples_run(page):
+    """Every python block of these pages runs, in order, in one namespace per page."""
+    blocks = _python_blocks(ROOT / page)
+    assert blocks, page
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, page, "exec"), namespace)
+
+
+def _shape_comments(page: str) -> list[tuple[str, tuple[int, ...]]]:
+    """``name = ...  # (1, 81, 56, 128)`` lines: the variable and the shape the page claims."""
+    out = []
+    for block in _python_blocks(ROOT / page):
+        for line in block.splitlines():
+            m = re.match(r"^(\w+) = .*#\s*(?:torch\.Size\(\[)?\(?([\d, ]+)[\])]", line)
+            if m:
+                out.append((m.group(1), tuple(int(v) for v in m.group(2).split(","))))
+    return out
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/quickstart.md", "docs/guide/local.md", "docs/guide/stereo.md"])
+def test_documented_shapes(page):
+    namespace: dict = {}
+    for block in _python_blocks(ROOT / page):
+        exec(compile(block, page, "exec"), namespace)
+    claims = _shape_comments(page)
+    assert claims
+    for name, shape in claims:
+        assert tuple(namespace[name].shape) == shape, (page, name)
+
+
+# --------------------------------------------------------------------------------------------
+# the parameter mappings of docs/numerics.md and docs/migrate/*.md
+# --------------------------------------------------------------------------------------------
+
+FLOWNET = [  # (pad, kernel, max_displacement, stride1, stride2)
+    (4, 1, 4, 1, 1),
+    (5, 3, 4, 2, 2),
+    (20, 1, 20, 1, 2),
+    (6, 3, 4, 1, 2),
+    (3, 1, 4, 1, 1),  # pad < max_displacement: a negative native padding
+]
+
+
+@pytest.mark.parametrize(("pad", "k", "md", "s1", "s2"), FLOWNET)
+def test_flownet_mapping(pad, k, md, s1, s2):
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 2, 3, 11, 13, dtype=torch.float64).unbind(0)
+    native = dict(max_displacement=md, displacement_stride=s2, kernel_size=k, stride=s1, padding=pad - md)
+    for multiply, mode in ((True, "product"), (False, "absdiff")):
+        ref = mxnet.Correlation(a, b, k, md, s1, s2, pad, is_multiply=multiply)
+        torch.testing.assert_close(torchcorr.correlation(a, b, mode=mode, **native), ref, rtol=0, atol=1e-12)
+    last = tfa.CorrelationCost(k, md, s1, s2, pad, "channels_last")([a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)])
+    torch.testing.assert_close(torchcorr.correlation(a, b, layout="channels_last", **native), last, rtol=0, atol=1e-12)
+
+
+def test_corrtorch_defaults_are_pwc():
+    a, b = torch.randn(2, 1, 8, 9, 10, dtype=torch.float64).unbind(0)
+    torch.testing.assert_close(corrtorch.CorrTorch()(a, b), torchcorr.correlation(a, b, max_displacement=4))
+
+
+@pytest.mark.parametrize(
+    ("k", "patch", "s", "p", "dil", "dp"), [(1, 4, 1, 0, 1, 2), (3, 5, 2, 1, 2, 1), (3, 3, 1, -1, 1, 2)]
+)
+def test_sampler_mapping(k, patch, s, p, dil, dp):
+    a, b = torch.randn(2, 2, 3, 11, 13, dtype=torch.float64).unbind(0)
+    ref = spatial_correlation_sampler.spatial_correlation_sample(a, b, k, patch, s, p, dil, dp)
+    lo = -((patch - 1) // 2) * dp
+    rng = range(lo, (patch - (patch - 1) // 2) * dp, dp)
+    assert len(rng) == patch
+    out = torchcorr.correlation(
+        a,
+        b,
+        displacements=(rng, rng),
+        kernel_size=k,
+        kernel_dilation=dil,
+        stride=s,
+        padding=p,
+        normalize="none",
+        layout="grid",
+    )
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("k", "m", "s", "p", "dil", "dp"), [(1, 2, 1, 0, 1, 1), (3, 1, 2, 1, 2, 2)])
+def test_mmcv_mapping(k, m, s, p, dil, dp):
+    a, b = torch.randn(2, 2, 3, 11, 13, dtype=torch.float64).unbind(0)
+    ref = mmcv.Correlation(k, m, s, p, dil, dp)(a, b)
+    out = torchcorr.correlation(
+        a,
+        b,
+        max_displacement=m * dp,
+        displacement_stride=dp,
+        kernel_size=k,
+        kernel_dilation=dil,
+        stride=s,
+        padding=p,
+        normalize="none",
+        layout="grid",
+    )
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
