@@ -378,7 +378,7 @@ def test_double_backward_matches_autograd_of_reference_formula():
     for fn in (lambda a, b: torchcorr.correlation(a, b, max_displacement=1), naive):
         g1, g2 = torch.autograd.grad((fn(f1, f2) * v).sum(), (f1, f2), create_graph=True)
         outs.append(torch.autograd.grad((g1 * g1).sum() + (g2 * f1).sum(), (f1, f2)))
-    for x, y in zip(*outs):
+    for x, y in zip(*outs, strict=True):
         torch.testing.assert_close(x, y)
 
 

@@ -246,6 +246,7 @@ def correlation(
         >>> torchcorr.correlation(f1, f2, max_displacement=3, layout="grid").shape
         torch.Size([2, 7, 7, 8, 8])
     """
+    check_options(mode, normalize, layout)
     geometry = native_geometry(
         max_displacement=max_displacement,
         displacement_stride=displacement_stride,
