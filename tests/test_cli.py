@@ -219,3 +219,23 @@ def test_progress_without_tqdm(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "2/2" in err and "two" in err
     assert set(bar.timings) == {"one", "two"}
+
+
+@pytest.mark.parametrize("command", ["demo", "flow-demo"])
+def test_missing_demo_extra_is_a_clear_message(command, monkeypatch, capsys, tmp_path):
+    import importlib
+
+    from torchcorr.demo import _common
+
+    real = importlib.import_module
+
+    def no_skimage(name, *args, **kwargs):
+        if name.startswith("skimage"):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(_common.importlib, "import_module", no_skimage)
+    assert main([command, "--out", str(tmp_path), "--no-progress"]) == 2
+    out = capsys.readouterr().out
+    assert "pip install 'torchcorr[demo]'" in out and "scikit-image" in out
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -301,6 +301,9 @@ def run(config: FlowConfig | None = None, out_dir: str | Path | None = None, pro
     """
     config = config or FlowConfig()
     bar = Progress(config.levels + 2 + (out_dir is not None), "flow demo", enabled=progress)
+    require("skimage.data")
+    if out_dir is not None:
+        require("matplotlib")  # fail before the work, not after it
     t_start = time.perf_counter()
     try:
         with bar.step("load and warp"):

@@ -329,6 +329,9 @@ def run(config: StereoConfig | None = None, out_dir: str | Path | None = None, p
     config = config or StereoConfig()
     steps = 8 if out_dir is not None else 7
     bar = Progress(steps, "stereo demo", enabled=progress)
+    require("skimage.data")
+    if out_dir is not None:
+        require("matplotlib")  # fail before the work, not after it
     t_start = time.perf_counter()
     try:
         with bar.step("load images"):
