@@ -41,6 +41,23 @@ def _python_blocks(path: Path) -> list[str]:
     return [m.group(1) for m in re.finditer(r"^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)]
 
 
+_SHAPE = r"#\s*(?:torch\.Size\(\[)?\(?([\d, ]+)[\])]"
+
+
+def _shape_comments(block: str) -> list[tuple[str, tuple[int, ...]]]:
+    """Lines that claim a shape in a comment: ``name = ...  # (1, 81, 56, 128)``,
+    ``expr.shape  # (1, 81, 56, 128)`` or ``print(expr.shape)  # torch.Size([1, 81, 56, 128])``.
+
+    Returns the expression whose ``.shape`` is claimed and the shape.
+    """
+    out = []
+    for line in block.splitlines():
+        m = re.match(r"^(\w+) = .*" + _SHAPE, line) or re.match(r"^(?:print\()?(.+?)\.shape\)?\s*" + _SHAPE, line)
+        if m:
+            out.append((m.group(1), tuple(int(v) for v in m.group(2).split(",") if v.strip())))
+    return out
+
+
 @pytest.mark.parametrize(
     "page",
     [
@@ -52,35 +69,19 @@ def _python_blocks(path: Path) -> list[str]:
         "docs/guide/stereo.md",
     ],
 )
-def test_examples_run(page):
-    """Every python block of these pages runs, in order, in one namespace per page."""
+def test_examples_run_and_shapes_hold(page):
+    """Every python block of these pages runs, in order, in one namespace per page, and every
+    ``name = ...  # (shape)`` comment states the shape ``name`` gets."""
     blocks = _python_blocks(ROOT / page)
     assert blocks, page
     namespace: dict = {}
+    checked = 0
     for block in blocks:
         exec(compile(block, page, "exec"), namespace)
-
-
-def _shape_comments(page: str) -> list[tuple[str, tuple[int, ...]]]:
-    """``name = ...  # (1, 81, 56, 128)`` lines: the variable and the shape the page claims."""
-    out = []
-    for block in _python_blocks(ROOT / page):
-        for line in block.splitlines():
-            m = re.match(r"^(\w+) = .*#\s*(?:torch\.Size\(\[)?\(?([\d, ]+)[\])]", line)
-            if m:
-                out.append((m.group(1), tuple(int(v) for v in m.group(2).split(","))))
-    return out
-
-
-@pytest.mark.parametrize("page", ["README.md", "docs/quickstart.md", "docs/guide/local.md", "docs/guide/stereo.md"])
-def test_documented_shapes(page):
-    namespace: dict = {}
-    for block in _python_blocks(ROOT / page):
-        exec(compile(block, page, "exec"), namespace)
-    claims = _shape_comments(page)
-    assert claims
-    for name, shape in claims:
-        assert tuple(namespace[name].shape) == shape, (page, name)
+        for expr, shape in _shape_comments(block):
+            assert tuple(eval(expr, namespace).shape) == shape, (page, expr)
+            checked += 1
+    assert checked, f"{page} states no shape"
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,3 +154,20 @@ def test_mmcv_mapping(k, m, s, p, dil, dp):
         layout="grid",
     )
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+
+
+def test_geometry_table():
+    """The AxisGeometry rows of docs/numerics.md are what the faces build."""
+    from torchcorr._geometry import AxisGeometry, flownet_axis, sampler_axis
+
+    p, k, md, s1, s2 = 5, 3, 4, 2, 2
+    r = md // s2
+    assert flownet_axis(p, k, md, s1, s2) == AxisGeometry(p - md, p - md, s1, k, 1, -r * s2, 2 * r + 1, s2)
+    k, patch, s, p, dil, dp = 3, 4, 2, 1, 2, 3
+    assert sampler_axis(k, patch, s, p, dil, dp) == AxisGeometry(p, p, s, k, dil, -((patch - 1) // 2) * dp, patch, dp)
+    a, b = torch.randn(2, 1, 4, 9, 17, dtype=torch.float64).unbind(0)
+    geometry = torchcorr.Geometry(AxisGeometry(0, 0, 1, 1, 1, 0, 1, 1), AxisGeometry(1, 1, 1, 3, 1, 0, 6, -1))
+    out = torchcorr.correlate(a, b, geometry, scale=1 / 12)
+    assert out.shape == (1, 1, 1, 6, 9, 17)
+    native = torchcorr.correlation(a, b, displacements=(range(0, 1), range(0, -6, -1)), kernel_size=(1, 3))
+    torch.testing.assert_close(out.flatten(1, 3), native)
