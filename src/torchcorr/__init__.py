@@ -10,6 +10,7 @@ from ._geometry import AxisGeometry, Geometry
 from .backends import backend_report
 from .functional import correlate, correlation
 from .modules import Correlation
+from .raft import all_pairs, alternate_lookup, correlation_pyramid, local_lookup, pyramid_lookup
 
 __version__ = "0.1.0"
 
@@ -18,7 +19,12 @@ __all__ = [
     "Correlation",
     "Geometry",
     "__version__",
+    "all_pairs",
+    "alternate_lookup",
     "backend_report",
     "correlate",
     "correlation",
+    "correlation_pyramid",
+    "local_lookup",
+    "pyramid_lookup",
 ]

@@ -11,4 +11,5 @@ Each module mirrors one established API (signature, defaults, output layout) and
 * :mod:`torchcorr.compat.mmcv`: ``mmcv.ops.Correlation``
 * :mod:`torchcorr.compat.tfa`: tensorflow-addons' ``CorrelationCost``
 * :mod:`torchcorr.compat.corrtorch`: the pure-PyTorch ``CorrTorch`` module
+* :mod:`torchcorr.compat.raft`: RAFT's ``CorrBlock`` and ``AlternateCorrBlock``
 """
