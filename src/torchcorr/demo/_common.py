@@ -169,6 +169,11 @@ def parabola_offset(minus: Tensor, centre: Tensor, plus: Tensor) -> Tensor:
 
     ``(minus - plus) / (2 * (minus - 2*centre + plus))``; 0 where the three are collinear or the
     centre is not a maximum.
+
+    Example:
+        >>> import torch
+        >>> parabola_offset(torch.tensor(0.0), torch.tensor(3.0), torch.tensor(2.0)).item()
+        0.25
     """
     denom = minus - 2 * centre + plus
     ok = denom < 0

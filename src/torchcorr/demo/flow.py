@@ -167,6 +167,13 @@ def local_wta(f1: Tensor, f2: Tensor, radius: int, window: int, backend: str | N
 
     Returns:
         ``Tensor[B, 2, H, W]`` displacement (horizontal, vertical).
+
+    Example:
+        >>> import torch
+        >>> f2 = torch.randn(1, 8, 16, 16)
+        >>> f1 = torch.roll(f2, shifts=(-1, 2), dims=(2, 3))  # f1(p) = f2(p + (dy, dx)) with dy=1, dx=-2
+        >>> local_wta(f1, f2, radius=3, window=3)[0, :, 8, 8].round().tolist()
+        [-2.0, 1.0]
     """
     vol = torchcorr.correlation(
         f1, f2, max_displacement=radius, kernel_size=window, normalize="mean", layout="grid", backend=backend

@@ -188,6 +188,13 @@ def winner_take_all(volume: Tensor) -> Tensor:
 
     Returns:
         ``Tensor[B, H, W]`` disparities in ``[0, D-1]`` (float).
+
+    Example:
+        >>> import torch
+        >>> d = torch.arange(8.0)
+        >>> scores = -((d - 3.25) ** 2)  # a parabola with its vertex at 3.25
+        >>> winner_take_all(scores.view(1, 8, 1, 1)).item()
+        3.25
     """
     d = volume.shape[1]
     best = volume.argmax(1, keepdim=True)
@@ -213,6 +220,15 @@ def left_right_check(disp_left: Tensor, disp_right: Tensor, threshold: float = 1
 
     Returns:
         ``Tensor[B, H, W]`` bool.
+
+    Example:
+        >>> import torch
+        >>> left = torch.tensor([[[1.0, 1.0, 1.0, 1.0, 3.0]]])
+        >>> right = torch.tensor([[[1.0, 1.0, 1.0, 0.0, 0.0]]])
+        >>> left_right_check(left, right, threshold=0.5).tolist()
+        [[[False, True, True, True, False]]]
+
+        Pixel 0 points outside the right image; pixel 4 lands on right pixel 1, which points back to pixel 2.
     """
     w = disp_left.shape[-1]
     x = torch.arange(w, device=disp_left.device, dtype=disp_left.dtype)
@@ -234,6 +250,12 @@ def fill_occlusions(disp: Tensor, valid: Tensor) -> Tensor:
 
     Returns:
         ``Tensor[B, H, W]``.
+
+    Example:
+        >>> import torch
+        >>> disp = torch.tensor([[[5.0, 0.0, 0.0, 2.0]]])
+        >>> fill_occlusions(disp, disp > 0).tolist()
+        [[[5.0, 2.0, 2.0, 2.0]]]
     """
     w = disp.shape[-1]
     idx = torch.arange(w, device=disp.device).expand_as(disp)
