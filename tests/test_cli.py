@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import torchcorr
 from torchcorr.cli import COMMANDS, build_parser, main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -82,6 +83,7 @@ def test_stereo_demo_command(tmp_path, capsys):
     assert metrics["resolution"] == "185 x 125"
     assert metrics["disparities"] == 16
     assert metrics["cost_volume_shape"] == [1, 16, 125, 185]
+    assert metrics["backend"] in torchcorr.backends.resolve_names()
     # a sensible result even at 1/4 size (it is about 18 % there, 11 % at the default 1/2)
     assert metrics["bad2_all"] < 35
     assert metrics["bad2_consistent"] < metrics["bad2_all"]
@@ -164,6 +166,7 @@ def test_flow_demo_command(tmp_path, capsys):
     _finite_numbers(m, ["epe", "epe_zero_flow", "within_1px", "within_3px"])
     assert m["resolution"] == "128 x 128"
     assert m["levels"] == ["64 x 64", "128 x 128"]
+    assert m["backend"] in torchcorr.backends.resolve_names()
     assert m["epe"] < 0.5 * m["epe_zero_flow"]
 
 

@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     )
     env = m["environment"]
     print(
-        f"  {m['seconds_total']:.1f} s on {env['threads']} threads, torch {env['torch']}, torchcorr {env['torchcorr']}"
+        f"  {m['seconds_total']:.1f} s on {env['threads']} threads, backend {m['backend']!r}, torch {env['torch']}, "
+        f"torchcorr {env['torchcorr']}"
     )
     print(f"  wrote {args.out}/flow.png and {args.out}/flow_metrics.json")
     return 0

@@ -181,6 +181,15 @@ def parabola_offset(minus: Tensor, centre: Tensor, plus: Tensor) -> Tensor:
     return offset.clamp(-0.5, 0.5)
 
 
+def backend_used(f1: Tensor, f2: Tensor, backend: str | None, **geometry: Any) -> str:
+    """Name of the backend the dispatcher picks for a :func:`torchcorr.correlation` call with these arguments."""
+    from torchcorr import backends
+    from torchcorr.functional import native_geometry
+
+    module = backends.select(backends.resolve(backend), f1, f2, native_geometry(**geometry), 1, "product")
+    return str(module.NAME)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as indented JSON (non-finite floats become ``null``)."""
 

@@ -33,7 +33,17 @@ from torch import Tensor
 
 import torchcorr
 
-from ._common import FEATURES, Progress, environment, features, parabola_offset, require, to_gray, write_json
+from ._common import (
+    FEATURES,
+    Progress,
+    backend_used,
+    environment,
+    features,
+    parabola_offset,
+    require,
+    to_gray,
+    write_json,
+)
 
 __all__ = [
     "FlowConfig",
@@ -332,6 +342,9 @@ def run(config: FlowConfig | None = None, out_dir: str | Path | None = None, pro
                 "resolution": f"{w} x {h}",
                 "levels": [f"{lw} x {lh}" for lh, lw in sizes],
                 "reach": config.reach,
+                "backend": backend_used(
+                    frame1, frame2, config.backend, max_displacement=config.radius, kernel_size=config.window
+                ),
                 "config": dataclasses.asdict(config),
                 "environment": environment(),
             }

@@ -42,7 +42,17 @@ from torch import Tensor
 
 import torchcorr
 
-from ._common import FEATURES, Progress, environment, features, parabola_offset, require, to_gray, write_json
+from ._common import (
+    FEATURES,
+    Progress,
+    backend_used,
+    environment,
+    features,
+    parabola_offset,
+    require,
+    to_gray,
+    write_json,
+)
 
 __all__ = [
     "StereoConfig",
@@ -392,6 +402,9 @@ def run(config: StereoConfig | None = None, out_dir: str | Path | None = None, p
                 "full_resolution": f"{gt.shape[1]} x {gt.shape[0]}",
                 "disparities": d,
                 "cost_volume_shape": list(vol_left.shape),
+                "backend": backend_used(
+                    fl, fr, config.backend, displacements=(range(0, 1), range(0, -d, -1)), kernel_size=config.window
+                ),
                 "config": dataclasses.asdict(config),
                 "environment": environment(),
             }
