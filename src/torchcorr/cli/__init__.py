@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("torchcorr.cli.demo", "stereo matching on real data (Middlebury motorcycle): metrics and figure"),
     "flow-demo": ("torchcorr.cli.flow_demo", "optical flow on a warped photograph: coarse-to-fine local cost volumes"),
+    "bench": ("torchcorr.cli.bench", "benchmark the workloads (time, GFLOP/s, % of matmul, memory)"),
 }
 
 

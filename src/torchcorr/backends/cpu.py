@@ -1,0 +1,292 @@
+"""The fast CPU backend: numba kernels, register-blocked over pixels and displacements.
+
+Chosen automatically for CPU tensors when numba imports (``pip install torchcorr[cpu]``);
+otherwise :func:`available` says why and the dispatcher falls back to the pure backend.
+
+How it works (details in :mod:`torchcorr.backends.cpu_kernels`):
+
+* A one-tap window (``kernel_size == 1``) is the core: per output row and vertical displacement,
+  the ``f1`` row and the reachable part of the ``f2`` row are copied into channels-last row
+  buffers, and an inner kernel computes a block of pixels x horizontal displacements per pass over
+  the channels, keeping the block's sums in registers.
+* A larger window is a box filter over one-tap products: the one-tap correlation on every window
+  position (a few displacement rows at a time, so the intermediate stays smaller than the output),
+  then a strided, dilated box sum (and, backward, its adjoint) with ``torch.nn.functional.conv2d``.
+* The backward is two more passes of the same shape, one writer per gradient row: results do not
+  depend on the number of threads.
+
+Memory beyond the output: one channels-last copy of the input that is read once per displacement
+row (none when it is already channels-last), row buffers per thread, and for windows larger than
+one tap a box-filter intermediate of at most about half the output.
+
+float32 and float64 run natively; float16 and bfloat16 are computed in float32 and cast back.
+The first call of a process compiles the kernels (numba, about a minute, then cached on disk in
+numba's cache directory); :func:`warmup` does it ahead of time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._geometry import Geometry
+
+NAME = "cpu"
+
+try:  # optional accelerator: never break import
+    import numba as _numba  # noqa: F401
+
+    _IMPORT_ERROR: str | None = None
+except ImportError as exc:  # pragma: no cover - exercised by monkeypatching in tests
+    _IMPORT_ERROR = f"numba is not installed ({exc}); install torchcorr[cpu] for the fast CPU backend"
+
+_kernels = None
+
+
+def available() -> str | None:
+    """``None`` when numba imports and the kernels load, else the reason."""
+    global _kernels
+    if _IMPORT_ERROR is not None:
+        return _IMPORT_ERROR
+    if _kernels is None:
+        try:
+            from . import cpu_kernels
+        except Exception as exc:  # numba present but unusable (e.g. incompatible numpy)
+            return f"the numba kernels do not load: {type(exc).__name__}: {exc}"
+        _kernels = cpu_kernels
+    return None
+
+
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def can_run(f1: Tensor, f2: Tensor, geometry: Geometry, groups: int, mode: str) -> str | None:
+    """CPU tensors of a floating dtype, both modes, every geometry."""
+    if f1.device.type != "cpu" or f2.device.type != "cpu":
+        return f"tensors are on {f1.device.type}, the cpu backend runs on the CPU only"
+    if f1.dtype not in _DTYPES:
+        return f"dtype {f1.dtype} is not supported (float16, bfloat16, float32, float64)"
+    if mode not in ("product", "absdiff"):
+        return f"mode {mode!r} is not supported"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# preparation
+# --------------------------------------------------------------------------------------------
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _flat(x: Tensor, acc: torch.dtype, hot: bool):
+    """(flat numpy array, is_nhwc) without a copy where the memory already allows one.
+
+    ``hot``: the array is read once per displacement row, so NCHW data is copied to NHWC.
+    """
+    x = x.detach()
+    if x.dtype != acc:
+        x = x.to(acc, memory_format=torch.channels_last if hot else torch.contiguous_format)
+    nhwc = x.permute(0, 2, 3, 1)
+    if nhwc.is_contiguous():
+        return nhwc.numpy().reshape(-1), True
+    if not hot and x.is_contiguous():
+        return x.numpy().reshape(-1), False
+    if hot:
+        return nhwc.contiguous().numpy().reshape(-1), True
+    return x.contiguous().numpy().reshape(-1), False
+
+
+class _Grid:
+    """The one-tap grid the kernels run on (output grid, or every window position for k > 1)."""
+
+    def __init__(self, geometry: Geometry, h: int, w: int) -> None:
+        gy, gx = geometry.y, geometry.x
+        self.ho, self.wo = geometry.out_hw(h, w)
+        self.unit = gy.kernel_size == 1 and gx.kernel_size == 1
+        if self.unit:
+            self.ny, self.sy, self.nx, self.sx = self.ho, gy.stride, self.wo, gx.stride
+        else:
+            self.ny = (self.ho - 1) * gy.stride + gy.span
+            self.nx = (self.wo - 1) * gx.stride + gx.span
+            self.sy = self.sx = 1
+        self.y0, self.x0 = -gy.pad_before, -gx.pad_before
+        self.dyn, self.dy0, self.sdy = gy.disp_count, gy.disp_start, gy.disp_step
+        self.dxn = gx.disp_count
+        self.rev = gx.disp_step < 0
+        self.sdx = abs(gx.disp_step)
+        self.dx0 = gx.disp_start + (gx.disp_count - 1) * gx.disp_step if self.rev else gx.disp_start
+        # block shape: 4 pixels x 3 displacements sharing loads when a pixel step meets a
+        # displacement step, else 1 pixel x 8 displacements
+        if self.sdx % self.sx == 0:
+            self.shape, self.m = 1, self.sdx // self.sx
+        else:
+            self.shape, self.m = 0, 1
+
+    def params(self, ty0: int, count: int) -> tuple[int, ...]:
+        """Grid tuple for displacement rows ``ty0 .. ty0 + count``."""
+        return (
+            self.ny,
+            self.y0,
+            self.sy,
+            count,
+            self.dy0 + ty0 * self.sdy,
+            self.sdy,
+            self.nx,
+            self.x0,
+            self.sx,
+            self.dxn,
+            self.dx0,
+            self.sdx,
+            self.rev,
+        )
+
+    def chunks(self, b: int, groups: int) -> list[tuple[int, int]]:
+        """Displacement-row chunks; for k > 1 the intermediate stays at most half the output."""
+        if self.unit:
+            return [(0, self.dyn)]
+        per_row = max(self.ny * self.nx, 1)
+        rows = max(1, (self.dyn * self.ho * self.wo) // (2 * per_row))
+        return [(t, min(rows, self.dyn - t)) for t in range(0, self.dyn, rows)]
+
+
+def _threads() -> None:
+    import numba
+
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+
+
+def _zero(acc: torch.dtype):
+    import numpy as np
+
+    return np.float64(0) if acc == torch.float64 else np.float32(0)
+
+
+# --------------------------------------------------------------------------------------------
+# forward
+# --------------------------------------------------------------------------------------------
+
+
+def forward(f1: Tensor, f2: Tensor, geometry: Geometry, groups: int, mode: str, scale: float) -> Tensor:
+    """Correlation (B, C, H, W) x 2 -> (B, G, Dy, Dx, Ho, Wo)."""
+    assert available() is None
+    k = _kernels
+    b, c, h, w = f1.shape
+    acc = _acc(f1.dtype)
+    grid = _Grid(geometry, h, w)
+    gy, gx = geometry.y, geometry.x
+    shape = (b, groups, gy.disp_count, gx.disp_count, grid.ho, grid.wo)
+    if math.prod(shape) == 0:
+        return f1.new_empty(shape)
+    if c == 0:
+        return f1.new_zeros(shape)
+    _threads()
+    a, a_nhwc = _flat(f1, acc, hot=False)
+    bb, b_nhwc = _flat(f2, acc, hot=True)
+    dims = (b, c, h, w, groups)
+    absdiff = mode == "absdiff"
+    out = torch.empty(shape, dtype=acc)
+    if grid.unit:
+        k.forward(a, a_nhwc, bb, b_nhwc, out.view(-1).numpy(), dims, grid.params(0, gy.disp_count),
+                  grid.shape, grid.m, absdiff, float(scale), _zero(acc))
+    else:
+        weight = torch.ones((1, 1, gy.kernel_size, gx.kernel_size), dtype=acc)
+        for ty0, cnt in grid.chunks(b, groups):
+            part = torch.empty((b, groups, cnt, gx.disp_count, grid.ny, grid.nx), dtype=acc)
+            k.forward(a, a_nhwc, bb, b_nhwc, part.view(-1).numpy(), dims, grid.params(ty0, cnt),
+                      grid.shape, grid.m, absdiff, float(scale), _zero(acc))
+            boxed = F.conv2d(part.view(-1, 1, grid.ny, grid.nx), weight, stride=(gy.stride, gx.stride),
+                             dilation=(gy.kernel_dilation, gx.kernel_dilation))
+            out[:, :, ty0 : ty0 + cnt] = boxed.view(b, groups, cnt, gx.disp_count, grid.ho, grid.wo)
+    return out if out.dtype == f1.dtype else out.to(f1.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# backward
+# --------------------------------------------------------------------------------------------
+
+
+def backward(
+    grad: Tensor,
+    f1: Tensor,
+    f2: Tensor,
+    geometry: Geometry,
+    groups: int,
+    mode: str,
+    scale: float,
+    need_f1: bool = True,
+    need_f2: bool = True,
+) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of :func:`forward` with respect to ``f1`` and ``f2``.
+
+    Absolute difference uses sign(f1 - f2) with sign(0) = +1 for ``f1`` and -1 for ``f2``.
+    """
+    assert available() is None
+    k = _kernels
+    b, c, h, w = f1.shape
+    acc = _acc(f1.dtype)
+    grid = _Grid(geometry, h, w)
+    gy, gx = geometry.y, geometry.x
+    g1 = torch.zeros((b, c, h, w), dtype=acc) if need_f1 else None
+    g2 = torch.zeros((b, c, h, w), dtype=acc) if need_f2 else None
+    if grad.numel() > 0 and c > 0 and (need_f1 or need_f2):
+        _threads()
+        absdiff = mode == "absdiff"
+        dims = (b, c, h, w, groups)
+        gout = grad.detach().to(acc).contiguous()
+        weight = torch.ones((1, 1, gy.kernel_size, gx.kernel_size), dtype=acc)
+        z = _zero(acc)
+
+        def one_tap(gchunk: Tensor, ty0: int, cnt: int) -> None:
+            gflat = gchunk.reshape(-1).numpy()
+            params = grid.params(ty0, cnt)
+            if g1 is not None:
+                a, a_nhwc = _flat(f1, acc, hot=False)
+                bb, b_nhwc = _flat(f2, acc, hot=True)
+                k.grad_f1(gflat, a, a_nhwc, bb, b_nhwc, g1.view(-1).numpy(), dims, params,
+                          grid.shape, grid.m, absdiff, float(scale), z)
+                del a, bb
+            if g2 is not None:
+                a, a_nhwc = _flat(f1, acc, hot=True)
+                bb, b_nhwc = _flat(f2, acc, hot=False)
+                k.grad_f2(gflat, a, a_nhwc, bb, b_nhwc, g2.view(-1).numpy(), dims, params,
+                          grid.shape, grid.m, absdiff, float(scale), z)
+
+        if grid.unit:
+            one_tap(gout, 0, gy.disp_count)
+        else:
+            for ty0, cnt in grid.chunks(b, groups):
+                part = gout[:, :, ty0 : ty0 + cnt].reshape(-1, 1, grid.ho, grid.wo)
+                spread = F.conv_transpose2d(part, weight, stride=(gy.stride, gx.stride),
+                                            dilation=(gy.kernel_dilation, gx.kernel_dilation))
+                # conv_transpose2d gives (Ho-1)*s + span = the window-position grid exactly
+                one_tap(spread.contiguous(), ty0, cnt)
+    grad_f1 = g1.to(f1.dtype) if g1 is not None else None
+    grad_f2 = g2.to(f2.dtype) if g2 is not None else None
+    return grad_f1, grad_f2
+
+
+def warmup() -> float:
+    """Compile (or load from numba's disk cache) every kernel; returns the seconds it took."""
+    import time
+
+    if available() is not None:
+        return 0.0
+    t0 = time.perf_counter()
+    x = torch.randn(1, 4, 6, 7)
+    for dtype in (torch.float32, torch.float64):
+        xd = x.to(dtype).requires_grad_()
+        for mode in ("product", "absdiff"):
+            from .._geometry import AxisGeometry
+
+            ax = AxisGeometry(1, 1, 1, 1, 1, -1, 3, 1)
+            geo = Geometry(ax, ax)
+            out = forward(xd, xd, geo, 1, mode, 1.0)
+            backward(torch.ones_like(out), xd, xd, geo, 1, mode, 1.0)
+    return time.perf_counter() - t0

@@ -1,0 +1,278 @@
+"""Timing and memory measurement for the workloads of :mod:`torchcorr.bench.workloads`.
+
+* Times are medians of ``repeat`` runs after one warm-up run (the first call, JIT compilation or
+  loading from the disk cache included, is reported apart as ``first_ms``): forward (no autograd),
+  forward + backward, and backward as their difference.
+* Useful GFLOP/s = the definition's flops (forward) x 3 (forward + backward) / time; the fraction of
+  the machine's float32 matmul throughput measured in the same run (before and after the suite).
+* Peak extra memory: a child process (``MALLOC_MMAP_THRESHOLD_=65536`` so freed blocks go back to
+  the system) builds the inputs and the incoming gradient, runs one forward + backward to warm up,
+  resets the kernel's peak-RSS mark, runs forward + backward again, and reports the peak RSS above
+  the RSS before that run.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .workloads import Inputs, Workload, all_workloads
+
+__all__ = ["Result", "environment", "matmul_gflops", "measure_memory", "run_suite", "time_workload"]
+
+
+@dataclass
+class Result:
+    """One (workload, implementation) measurement."""
+
+    workload: str
+    impl: str
+    first_ms: float
+    fwd_ms: float
+    both_ms: float
+    bwd_ms: float
+    gflops: float  # useful GFLOP/s of forward + backward
+    matmul_pct: float  # gflops / matmul GFLOP/s * 100
+    fwd_gflops: float
+    peak_mb: float | None = None
+    budget_mb: float | None = None  # 2 x (inputs + output)
+    error: str | None = None
+
+
+def environment() -> dict[str, str]:
+    """Machine and versions, printed with every table."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for mod in ("numpy", "numba", "torchcorr"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:
+            versions[mod] = "-"
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "threads": str(torch.get_num_threads()),
+        "os": f"{platform.system()} {platform.release()}",
+        **versions,
+    }
+
+
+def _median_ms(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def matmul_gflops(n: int = 2048, repeat: int = 7) -> float:
+    """float32 matmul throughput of this machine now (median of ``repeat`` n x n products)."""
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    a @ b
+    return 2.0 * n**3 / (_median_ms(lambda: a @ b, repeat) / 1e3) / 1e9
+
+
+def _with_grad(x: Inputs) -> Inputs:
+    return {k: (v.detach().requires_grad_() if not k.startswith("_") and v.is_floating_point() else v)
+            for k, v in x.items()}
+
+
+def time_workload(w: Workload, impl: str, quick: bool, repeat: int, matmul: float) -> Result:
+    """Time one implementation of one workload."""
+    fn = w.impls[impl]
+    x = w.setup(quick)
+    xg = _with_grad(x)
+    leaves = [v for v in xg.values() if v.requires_grad]
+
+    def fwd() -> None:
+        with torch.no_grad():
+            fn(x)
+
+    def both() -> None:
+        for v in leaves:
+            v.grad = None
+        out = fn(xg)
+        out.backward(torch.ones_like(out))
+
+    t0 = time.perf_counter()
+    both()
+    first = (time.perf_counter() - t0) * 1e3
+    fwd_ms = _median_ms(fwd, repeat)
+    both_ms = _median_ms(both, repeat)
+    flops = w.flops(quick)
+    gflops = 3 * flops / (both_ms / 1e3) / 1e9
+    return Result(w.id, impl, first, fwd_ms, both_ms, max(both_ms - fwd_ms, 0.0), gflops,
+                  100.0 * gflops / matmul, flops / (fwd_ms / 1e3) / 1e9)
+
+
+_CHILD = r"""
+import gc, json, sys, torch
+from torchcorr.bench.workloads import all_workloads
+from torchcorr.bench.harness import _with_grad
+wid, impl, quick, threads = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
+torch.set_num_threads(threads)
+w = all_workloads()[wid]
+x = _with_grad(w.setup(quick))
+fn = w.impls[impl]
+out = fn(x); gout = torch.ones_like(out); out.backward(gout)
+inputs_mb = sum(v.numel() * v.element_size() for v in x.values()) / 2**20
+output_mb = out.numel() * out.element_size() / 2**20
+for v in x.values():
+    v.grad = None
+del out
+gc.collect()
+def rss(key):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+base = rss("VmRSS:")
+out = fn(x); out.backward(gout)
+peak = rss("VmHWM:")
+print(json.dumps({"peak_mb": peak - base, "budget_mb": 2 * (inputs_mb + output_mb)}))
+"""
+
+
+def measure_memory(wid: str, impl: str, quick: bool) -> tuple[float | None, float | None]:
+    """Peak extra memory (MiB) of one forward + backward, and the 2 x (inputs + output) budget."""
+    if not sys.platform.startswith("linux"):
+        return None, None
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, wid, impl, "1" if quick else "0", str(torch.get_num_threads())],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    if proc.returncode != 0:
+        return None, None
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return data["peak_mb"], data["budget_mb"]
+
+
+class _Progress:
+    """tqdm when installed, else a one-line counter on stderr."""
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        self.total, self.n, self.enabled = total, 0, enabled
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, file=sys.stderr, leave=False)
+            except ImportError:
+                pass
+
+    def step(self, label: str) -> None:
+        self.n += 1
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_description(label)
+            self.bar.update(1)
+        else:
+            sys.stderr.write(f"\r[{self.n}/{self.total}] {label:<40}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            sys.stderr.write("\n")
+
+
+def run_suite(
+    workloads: Iterable[str] | None = None,
+    backends: Iterable[str] | None = None,
+    baselines: bool = True,
+    quick: bool = False,
+    repeat: int = 5,
+    memory: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Run the suite; returns ``{"env", "matmul_gflops", "results"}`` (JSON-ready)."""
+    registry = all_workloads()
+    ids = list(workloads) if workloads else list(registry)
+    unknown = [i for i in ids if i not in registry]
+    if unknown:
+        raise ValueError(f"unknown workloads {unknown}; known: {list(registry)}")
+    from ..backends import get_backend
+
+    wanted = set(backends) if backends else None
+    jobs = []
+    for wid in ids:
+        for impl in registry[wid].impls:
+            if impl.startswith("torchcorr["):
+                name = impl[len("torchcorr[") : -1]
+                if (wanted is not None and name not in wanted) or get_backend(name) is None:
+                    continue
+            elif not baselines:
+                continue
+            jobs.append((wid, impl))
+    mm_before = matmul_gflops(1024 if quick else 2048)
+    bar = _Progress(len(jobs), progress)
+    results = []
+    for wid, impl in jobs:
+        bar.step(f"{wid} {impl}")
+        try:
+            r = time_workload(registry[wid], impl, quick, repeat, mm_before)
+            if memory:
+                r.peak_mb, r.budget_mb = measure_memory(wid, impl, quick)
+        except Exception as exc:  # a baseline that cannot run here: keep going
+            r = Result(wid, impl, *([float("nan")] * 8), error=f"{type(exc).__name__}: {exc}")
+        results.append(r)
+        gc.collect()
+    bar.close()
+    mm_after = matmul_gflops(1024 if quick else 2048)
+    matmul = (mm_before + mm_after) / 2
+    for r in results:  # percentages against the mean of both matmul measurements
+        if r.error is None:
+            r.matmul_pct = 100.0 * r.gflops / matmul
+    return {"env": environment(), "matmul_gflops": matmul, "quick": quick,
+            "results": [asdict(r) for r in results]}
+
+
+def markdown(report: dict) -> str:
+    """The report as a markdown table with the machine and versions above it."""
+    env = report["env"]
+    lines = [
+        f"Machine: {env['cpu']}, {env['cores']} cores, {env['threads']} threads, {env['os']}.  ",
+        "Versions: " + ", ".join(f"{k} {env[k]}" for k in ("python", "torch", "numpy", "numba", "torchcorr")) + ".  ",
+        f"float32 matmul in the same run: {report['matmul_gflops']:.0f} GFLOP/s"
+        + (" (quick sizes)" if report.get("quick") else ""),
+        "",
+        "| workload | implementation | forward ms | backward ms | fwd+bwd ms | useful GFLOP/s | % of matmul "
+        "| peak extra MiB (budget) | first call ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        if r["error"]:
+            lines.append(f"| {r['workload']} | {r['impl']} | failed: {r['error'][:60]} | | | | | | |")
+            continue
+        mem = "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f} ({r['budget_mb']:.0f})"
+        lines.append(
+            f"| {r['workload']} | {r['impl']} | {r['fwd_ms']:.1f} | {r['bwd_ms']:.1f} | {r['both_ms']:.1f} "
+            f"| {r['gflops']:.1f} | {r['matmul_pct']:.1f}% | {mem} | {r['first_ms']:.0f} |"
+        )
+    return "\n".join(lines)
