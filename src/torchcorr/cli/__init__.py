@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_path, help_text) in COMMANDS.items():
         module = importlib.import_module(module_path)
-        p = sub.add_parser(name, help=help_text, description=module.__doc__)
+        # argparse %-formats help strings: a literal % must be doubled
+        p = sub.add_parser(name, help=help_text.replace("%", "%%"), description=module.__doc__)
         module.add_arguments(p)
         p.set_defaults(_module=module)
     return parser
