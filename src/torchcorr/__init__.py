@@ -11,20 +11,40 @@ from .backends import backend_report
 from .functional import correlate, correlation
 from .modules import Correlation
 from .raft import all_pairs, alternate_lookup, correlation_pyramid, local_lookup, pyramid_lookup
+from .volumes import (
+    ConcatVolume,
+    CostVolume,
+    GroupwiseCorrelation,
+    StereoCorrelation,
+    concat_volume,
+    cost_volume,
+    groupwise_correlation,
+    stereo_correlation,
+)
+from .xcorr import xcorr2
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AxisGeometry",
+    "ConcatVolume",
     "Correlation",
+    "CostVolume",
     "Geometry",
+    "GroupwiseCorrelation",
+    "StereoCorrelation",
     "__version__",
     "all_pairs",
     "alternate_lookup",
     "backend_report",
+    "concat_volume",
     "correlate",
     "correlation",
     "correlation_pyramid",
+    "cost_volume",
+    "groupwise_correlation",
     "local_lookup",
     "pyramid_lookup",
+    "stereo_correlation",
+    "xcorr2",
 ]

@@ -193,16 +193,44 @@ def forward(f1: Tensor, f2: Tensor, geometry: Geometry, groups: int, mode: str, 
     absdiff = mode == "absdiff"
     out = torch.empty(shape, dtype=acc)
     if grid.unit:
-        k.forward(a, a_nhwc, bb, b_nhwc, out.view(-1).numpy(), dims, grid.params(0, gy.disp_count),
-                  grid.shape, grid.m, absdiff, float(scale), _zero(acc))
+        k.forward(
+            a,
+            a_nhwc,
+            bb,
+            b_nhwc,
+            out.view(-1).numpy(),
+            dims,
+            grid.params(0, gy.disp_count),
+            grid.shape,
+            grid.m,
+            absdiff,
+            float(scale),
+            _zero(acc),
+        )
     else:
         weight = torch.ones((1, 1, gy.kernel_size, gx.kernel_size), dtype=acc)
         for ty0, cnt in grid.chunks(b, groups):
             part = torch.empty((b, groups, cnt, gx.disp_count, grid.ny, grid.nx), dtype=acc)
-            k.forward(a, a_nhwc, bb, b_nhwc, part.view(-1).numpy(), dims, grid.params(ty0, cnt),
-                      grid.shape, grid.m, absdiff, float(scale), _zero(acc))
-            boxed = F.conv2d(part.view(-1, 1, grid.ny, grid.nx), weight, stride=(gy.stride, gx.stride),
-                             dilation=(gy.kernel_dilation, gx.kernel_dilation))
+            k.forward(
+                a,
+                a_nhwc,
+                bb,
+                b_nhwc,
+                part.view(-1).numpy(),
+                dims,
+                grid.params(ty0, cnt),
+                grid.shape,
+                grid.m,
+                absdiff,
+                float(scale),
+                _zero(acc),
+            )
+            boxed = F.conv2d(
+                part.view(-1, 1, grid.ny, grid.nx),
+                weight,
+                stride=(gy.stride, gx.stride),
+                dilation=(gy.kernel_dilation, gx.kernel_dilation),
+            )
             out[:, :, ty0 : ty0 + cnt] = boxed.view(b, groups, cnt, gx.disp_count, grid.ho, grid.wo)
     return out if out.dtype == f1.dtype else out.to(f1.dtype)
 
@@ -249,22 +277,49 @@ def backward(
             if g1 is not None:
                 a, a_nhwc = _flat(f1, acc, hot=False)
                 bb, b_nhwc = _flat(f2, acc, hot=True)
-                k.grad_f1(gflat, a, a_nhwc, bb, b_nhwc, g1.view(-1).numpy(), dims, params,
-                          grid.shape, grid.m, absdiff, float(scale), z)
+                k.grad_f1(
+                    gflat,
+                    a,
+                    a_nhwc,
+                    bb,
+                    b_nhwc,
+                    g1.view(-1).numpy(),
+                    dims,
+                    params,
+                    grid.shape,
+                    grid.m,
+                    absdiff,
+                    float(scale),
+                    z,
+                )
                 del a, bb
             if g2 is not None:
                 a, a_nhwc = _flat(f1, acc, hot=True)
                 bb, b_nhwc = _flat(f2, acc, hot=False)
-                k.grad_f2(gflat, a, a_nhwc, bb, b_nhwc, g2.view(-1).numpy(), dims, params,
-                          grid.shape, grid.m, absdiff, float(scale), z)
+                k.grad_f2(
+                    gflat,
+                    a,
+                    a_nhwc,
+                    bb,
+                    b_nhwc,
+                    g2.view(-1).numpy(),
+                    dims,
+                    params,
+                    grid.shape,
+                    grid.m,
+                    absdiff,
+                    float(scale),
+                    z,
+                )
 
         if grid.unit:
             one_tap(gout, 0, gy.disp_count)
         else:
             for ty0, cnt in grid.chunks(b, groups):
                 part = gout[:, :, ty0 : ty0 + cnt].reshape(-1, 1, grid.ho, grid.wo)
-                spread = F.conv_transpose2d(part, weight, stride=(gy.stride, gx.stride),
-                                            dilation=(gy.kernel_dilation, gx.kernel_dilation))
+                spread = F.conv_transpose2d(
+                    part, weight, stride=(gy.stride, gx.stride), dilation=(gy.kernel_dilation, gx.kernel_dilation)
+                )
                 # conv_transpose2d gives (Ho-1)*s + span = the window-position grid exactly
                 one_tap(spread.contiguous(), ty0, cnt)
     grad_f1 = g1.to(f1.dtype) if g1 is not None else None

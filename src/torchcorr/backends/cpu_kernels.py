@@ -138,7 +138,9 @@ def forward(f1, f1_nhwc, f2, f2_nhwc, out, dims, grid, shape, m, absdiff, scale,
                         break
                     for tb0 in range(0, dxn, bt):
                         tb = max(min(tb0, dxn - bt), 0)
-                        mk.fwd_block(shape, absdiff, res, z, abuf, j0 * cg, m * cg, bbuf, (j0 * sx + tb * sdx) * cg, sdx * cg, cg)
+                        mk.fwd_block(
+                            shape, absdiff, res, z, abuf, j0 * cg, m * cg, bbuf, (j0 * sx + tb * sdx) * cg, sdx * cg, cg
+                        )
                         for p in range(bp):
                             j = j0 + p * m
                             if j < nx:
@@ -148,8 +150,6 @@ def forward(f1, f1_nhwc, f2, f2_nhwc, out, dims, grid, shape, m, absdiff, scale,
                                         txo = dxn - 1 - tx if rev else tx
                                         out[obase + txo * plane + j] = res[p * bt + t] * scale
     return out
-
-
 
 
 @nb.njit(**_PJIT)
@@ -205,7 +205,19 @@ def grad_f1(gout, f1, f1_nhwc, f2, f2_nhwc, g1, dims, grid, shape, m, absdiff, s
                                     txo = dxn - 1 - tx if rev else tx
                                     v = gout[gbase + txo * plane + j] * scale
                                 gv[p * bt + t] = v
-                        mk.bw1_block(shape, absdiff, gbuf, abuf, j0 * cg, m * cg, bbuf, (j0 * sx + tb * sdx) * cg, sdx * cg, cg, gv)
+                        mk.bw1_block(
+                            shape,
+                            absdiff,
+                            gbuf,
+                            abuf,
+                            j0 * cg,
+                            m * cg,
+                            bbuf,
+                            (j0 * sx + tb * sdx) * cg,
+                            sdx * cg,
+                            cg,
+                            gv,
+                        )
         if touched:
             _store_a(g1, gbuf, bi, r1, g * cg, ctot, h, w, cg, x0, sx, nx)
     return g1
@@ -263,7 +275,19 @@ def grad_f2(gout, f1, f1_nhwc, f2, f2_nhwc, g2, dims, grid, shape, m, absdiff, s
                                     txo = dxn - 1 - tx if rev else tx
                                     v = gout[gbase + txo * plane + j] * scale
                                 gv[p * bt + t] = v
-                        mk.bw2_block(shape, absdiff, gbuf, abuf, j0 * cg, m * cg, bbuf, (j0 * sx + tb * sdx) * cg, sdx * cg, cg, gv)
+                        mk.bw2_block(
+                            shape,
+                            absdiff,
+                            gbuf,
+                            abuf,
+                            j0 * cg,
+                            m * cg,
+                            bbuf,
+                            (j0 * sx + tb * sdx) * cg,
+                            sdx * cg,
+                            cg,
+                            gv,
+                        )
         if touched:
             _store_b(g2, gbuf, bi, r2, g * cg, ctot, h, w, cg, x0 + dx0, nq)
     return g2

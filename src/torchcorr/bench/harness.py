@@ -93,8 +93,9 @@ def matmul_gflops(n: int = 2048, repeat: int = 7) -> float:
 
 
 def _with_grad(x: Inputs) -> Inputs:
-    return {k: (v.detach().requires_grad_() if not k.startswith("_") and v.is_floating_point() else v)
-            for k, v in x.items()}
+    return {
+        k: (v.detach().requires_grad_() if not k.startswith("_") and v.is_floating_point() else v) for k, v in x.items()
+    }
 
 
 def time_workload(w: Workload, impl: str, quick: bool, repeat: int, matmul: float) -> Result:
@@ -121,8 +122,17 @@ def time_workload(w: Workload, impl: str, quick: bool, repeat: int, matmul: floa
     both_ms = _median_ms(both, repeat)
     flops = w.flops(quick)
     gflops = 3 * flops / (both_ms / 1e3) / 1e9
-    return Result(w.id, impl, first, fwd_ms, both_ms, max(both_ms - fwd_ms, 0.0), gflops,
-                  100.0 * gflops / matmul, flops / (fwd_ms / 1e3) / 1e9)
+    return Result(
+        w.id,
+        impl,
+        first,
+        fwd_ms,
+        both_ms,
+        max(both_ms - fwd_ms, 0.0),
+        gflops,
+        100.0 * gflops / matmul,
+        flops / (fwd_ms / 1e3) / 1e9,
+    )
 
 
 _CHILD = r"""
@@ -162,7 +172,10 @@ def measure_memory(wid: str, impl: str, quick: bool) -> tuple[float | None, floa
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, wid, impl, "1" if quick else "0", str(torch.get_num_threads())],
-        env=env, capture_output=True, text=True, timeout=900,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if proc.returncode != 0:
         return None, None
@@ -249,8 +262,7 @@ def run_suite(
     for r in results:  # percentages against the mean of both matmul measurements
         if r.error is None:
             r.matmul_pct = 100.0 * r.gflops / matmul
-    return {"env": environment(), "matmul_gflops": matmul, "quick": quick,
-            "results": [asdict(r) for r in results]}
+    return {"env": environment(), "matmul_gflops": matmul, "quick": quick, "results": [asdict(r) for r in results]}
 
 
 def markdown(report: dict) -> str:

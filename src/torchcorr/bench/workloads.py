@@ -63,7 +63,7 @@ class Workload:
 REGISTRY: dict[str, Workload] = {}
 
 #: modules of this package that register workloads when imported
-FAMILIES: list[str] = ["torchcorr.bench.workloads"]
+FAMILIES: list[str] = ["torchcorr.bench.workloads", "torchcorr.bench.raft"]
 
 
 def register(workload: Workload) -> Workload:
@@ -94,14 +94,15 @@ def ours(fn: Callable[[Inputs, str], Tensor]) -> dict[str, Callable[[Inputs], Te
 # --------------------------------------------------------------------------------------------
 
 
-def shift_loop(f1: Tensor, f2: Tensor, pad: int, kernel_size: int, max_displacement: int, stride1: int,
-               stride2: int) -> Tensor:
+def shift_loop(
+    f1: Tensor, f2: Tensor, pad: int, kernel_size: int, max_displacement: int, stride1: int, stride2: int
+) -> Tensor:
     """The naive pure-PyTorch shift-and-multiply loop (the baseline users write), FlowNet semantics.
 
     Builds every displacement's product map and stacks them: (B, D*D, Ho, Wo), mean over channels
     and window.
     """
-    b, c, h, w = f1.shape
+    h, w = f1.shape[2], f1.shape[3]
     kr = (kernel_size - 1) // 2
     border = max_displacement + kr
     ho = -(-(h + 2 * pad - 2 * border) // stride1)
@@ -125,8 +126,9 @@ def shift_loop(f1: Tensor, f2: Tensor, pad: int, kernel_size: int, max_displacem
     return torch.cat(maps, 1)
 
 
-def _flownet(wid: str, title: str, b: int, c: int, h: int, w: int, k: int, md: int, s1: int, s2: int,
-             pad: int) -> Workload:
+def _flownet(
+    wid: str, title: str, b: int, c: int, h: int, w: int, k: int, md: int, s1: int, s2: int, pad: int
+) -> Workload:
     def sizes(quick: bool) -> tuple[int, int, int, int, int, int]:
         if quick:
             return 1, max(4, c // 32), max(2 * md + k + 2, h // 8), max(2 * md + k + 2, w // 8), md, pad
@@ -162,8 +164,15 @@ def _flownet(wid: str, title: str, b: int, c: int, h: int, w: int, k: int, md: i
         from spatial_correlation_sampler import spatial_correlation_sample
 
         def run_sampler(x: Inputs) -> Tensor:
-            out = spatial_correlation_sample(x["f1"], x["f2"], kernel_size=k, patch_size=2 * (md // s2) + 1,
-                                             stride=s1, padding=pad - md, dilation_patch=s2)
+            out = spatial_correlation_sample(
+                x["f1"],
+                x["f2"],
+                kernel_size=k,
+                patch_size=2 * (md // s2) + 1,
+                stride=s1,
+                padding=pad - md,
+                dilation_patch=s2,
+            )
             return out.flatten(1, 2) / (k * k * x["f1"].shape[1])
 
         impls["spatial-correlation-sampler"] = run_sampler

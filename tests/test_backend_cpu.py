@@ -1,0 +1,252 @@
+"""The numba CPU backend against the float64 loop reference and the pure backend."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from torchcorr import backends
+from torchcorr._geometry import AxisGeometry, Geometry
+from torchcorr.backends import pure
+
+from .reference.correlation import general_reference, general_reference_grad
+
+cpu = pytest.importorskip("torchcorr.backends.cpu")
+if cpu.available() is not None:  # numba missing: the fallback tests below still run
+    HAVE = False
+else:
+    HAVE = True
+needs_numba = pytest.mark.skipif(not HAVE, reason="numba is not installed")
+
+HYP = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def axis(draw):
+    k = draw(st.integers(1, 3))
+    return AxisGeometry(
+        pad_before=draw(st.integers(-1, 3)),
+        pad_after=draw(st.integers(-1, 3)),
+        stride=draw(st.integers(1, 3)),
+        kernel_size=k,
+        kernel_dilation=draw(st.integers(1, 2)),
+        disp_start=draw(st.integers(-3, 3)),
+        disp_count=draw(st.integers(1, 5)),
+        disp_step=draw(st.sampled_from([-2, -1, 1, 2, 3])),
+    )
+
+
+@st.composite
+def problem(draw):
+    gy, gx = draw(axis()), draw(axis())
+    groups = draw(st.sampled_from([1, 2]))
+    c = groups * draw(st.integers(1, 5))
+    h = draw(st.integers(max(1, gy.span - gy.pad_before - gy.pad_after), 8))
+    w = draw(st.integers(max(1, gx.span - gx.pad_before - gx.pad_after), 9))
+    b = draw(st.integers(1, 2))
+    mode = draw(st.sampled_from(["product", "absdiff"]))
+    return Geometry(gy, gx), groups, (b, c, h, w), mode
+
+
+def _inputs(shape, dtype=torch.float64, seed=0, ties=False):
+    g = torch.Generator().manual_seed(seed)
+    f1 = torch.randn(*shape, generator=g, dtype=torch.float64)
+    f2 = torch.randn(*shape, generator=g, dtype=torch.float64)
+    if ties:  # equal values exercise the sign(0) convention of the absolute difference
+        f1, f2 = f1.round(), f2.round()
+    return f1.to(dtype), f2.to(dtype)
+
+
+@needs_numba
+@HYP
+@given(problem(), st.booleans())
+def test_against_reference_float64(prob, ties):
+    geometry, groups, shape, mode = prob
+    f1, f2 = _inputs(shape, ties=ties)
+    out = cpu.forward(f1, f2, geometry, groups, mode, 0.7)
+    ref = general_reference(f1, f2, geometry.as_list(), groups, mode, 0.7)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
+    grad = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    g1, g2 = cpu.backward(grad, f1, f2, geometry, groups, mode, 0.7)
+    r1, r2 = general_reference_grad(f1, f2, grad, geometry.as_list(), groups, mode, 0.7)
+    np.testing.assert_allclose(g1.numpy(), r1, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g2.numpy(), r2, rtol=1e-10, atol=1e-12)
+
+
+@needs_numba
+@HYP
+@given(problem())
+def test_float32_matches_pure(prob):
+    geometry, groups, shape, mode = prob
+    f1, f2 = _inputs(shape, torch.float32, seed=3)
+    out = cpu.forward(f1, f2, geometry, groups, mode, 1.0)
+    torch.testing.assert_close(out, pure.forward(f1, f2, geometry, groups, mode, 1.0), rtol=1e-5, atol=1e-5)
+    grad = torch.randn(out.shape)
+    a1, b1 = cpu.backward(grad, f1, f2, geometry, groups, mode, 1.0)
+    a2, b2 = pure.backward(grad, f1, f2, geometry, groups, mode, 1.0)
+    torch.testing.assert_close(a1, a2, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(b1, b2, rtol=1e-5, atol=1e-4)
+
+
+def _flownet(pad, k, md, s1, s2):
+    from torchcorr._geometry import flownet_axis
+
+    a = flownet_axis(pad, k, md, s1, s2)
+    return Geometry(a, a)
+
+
+@needs_numba
+@pytest.mark.parametrize("mode", ["product", "absdiff"])
+@pytest.mark.parametrize("geo", [(4, 1, 4, 1, 1), (6, 1, 6, 1, 2), (5, 3, 4, 1, 1), (5, 3, 4, 2, 2)])
+def test_gradcheck_through_op(mode, geo):
+    geometry = _flownet(*geo)
+    f1, f2 = _inputs((1, 3, 7, 8))
+    f1.requires_grad_()
+    f2.requires_grad_()
+
+    def fn(a, b):
+        return torch.ops.torchcorr.correlation(a, b, geometry.as_list(), 1, mode, 0.5, "cpu")
+
+    if mode == "absdiff":  # kinks: keep inputs away from ties
+        f2 = (f2.detach() + 0.05).requires_grad_()
+    assert torch.autograd.gradcheck(fn, (f1, f2), eps=1e-6, atol=1e-6)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_low_precision_upcasts(dtype):
+    geometry = _flownet(3, 1, 3, 1, 1)
+    f1, f2 = _inputs((2, 8, 6, 7), dtype)
+    out = cpu.forward(f1, f2, geometry, 1, "product", 1 / 8)
+    assert out.dtype == dtype
+    ref = general_reference(f1, f2, geometry.as_list(), 1, "product", 1 / 8)
+    tol = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2, torch.float32: 1e-5}[dtype]
+    np.testing.assert_allclose(out.double().numpy(), ref, rtol=tol, atol=tol)
+    g1, g2 = cpu.backward(torch.ones_like(out), f1, f2, geometry, 1, "product", 1 / 8)
+    assert g1.dtype == dtype and g2.dtype == dtype
+
+
+@needs_numba
+@pytest.mark.parametrize("layout", ["channels_last", "transposed", "sliced"])
+def test_memory_layouts(layout):
+    geometry = _flownet(3, 1, 3, 1, 2)
+    f1, f2 = _inputs((2, 6, 9, 10))
+    if layout == "channels_last":
+        a, b = f1.to(memory_format=torch.channels_last), f2.to(memory_format=torch.channels_last)
+    elif layout == "transposed":
+        a, b = f1.transpose(2, 3).contiguous().transpose(2, 3), f2.transpose(2, 3).contiguous().transpose(2, 3)
+    else:
+        big1, big2 = torch.cat([f1, f1], 1), torch.cat([f2, f2], 1)
+        a, b = big1[:, ::2], big2[:, ::2]
+        f1, f2 = a.contiguous(), b.contiguous()
+    for mode in ("product", "absdiff"):
+        out = cpu.forward(a, b, geometry, 2, mode, 1.0)
+        np.testing.assert_allclose(out.numpy(), general_reference(f1, f2, geometry.as_list(), 2, mode), atol=1e-12)
+        g = torch.randn(out.shape, dtype=torch.float64)
+        g1, g2 = cpu.backward(g, a, b, geometry, 2, mode, 1.0)
+        r1, r2 = general_reference_grad(f1, f2, g, geometry.as_list(), 2, mode)
+        np.testing.assert_allclose(g1.numpy(), r1, atol=1e-12)
+        np.testing.assert_allclose(g2.numpy(), r2, atol=1e-12)
+        assert g1.is_contiguous() and g2.is_contiguous()
+
+
+@needs_numba
+def test_empty_batch_and_channels():
+    geometry = _flownet(2, 1, 2, 1, 1)
+    for shape in ((0, 3, 5, 5), (2, 0, 5, 5)):
+        f1, f2 = _inputs(shape)
+        out = cpu.forward(f1, f2, geometry, 1, "product", 1.0)
+        assert out.shape == (shape[0], 1, 5, 5, 5, 5)
+        assert not out.isnan().any() and (out == 0).all()
+        g1, g2 = cpu.backward(out, f1, f2, geometry, 1, "product", 1.0)
+        assert g1.shape == shape and g2.shape == shape
+
+
+@needs_numba
+def test_deterministic_across_threads():
+    geometry = _flownet(4, 1, 4, 1, 1)
+    f1, f2 = _inputs((2, 16, 12, 20), torch.float32)
+    old = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out = cpu.forward(f1, f2, geometry, 1, "product", 1.0)
+            results.append((out, *cpu.backward(torch.ones_like(out), f1, f2, geometry, 1, "product", 1.0)))
+    finally:
+        torch.set_num_threads(old)
+    for x, y in zip(*results, strict=True):
+        assert torch.equal(x, y)
+
+
+@needs_numba
+def test_dispatcher_picks_cpu_for_cpu_tensors():
+    f1, f2 = _inputs((1, 2, 5, 5), torch.float32)
+    module = backends.select("auto", f1, f2, _flownet(1, 1, 1, 1, 1), 1, "product")
+    assert module.NAME == "cpu"
+    meta = torch.empty(1, 2, 5, 5, device="meta")
+    assert "CPU only" in cpu.can_run(meta, meta, _flownet(1, 1, 1, 1, 1), 1, "product")
+
+
+def test_missing_numba_falls_back(monkeypatch):
+    """Without numba, import works, available() gives a reason and the dispatcher uses the pure backend."""
+    monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
+    monkeypatch.delitem(sys.modules, "torchcorr.backends.cpu_kernels", raising=False)
+    monkeypatch.delitem(sys.modules, "torchcorr.backends._cpu_micro", raising=False)
+    fresh = importlib.reload(cpu)
+    try:
+        reason = fresh.available()
+        assert reason is not None and "numba" in reason
+        monkeypatch.setattr(backends, "_loaded", {})
+        monkeypatch.setattr(backends, "_import_errors", {})
+        f1, f2 = _inputs((1, 2, 5, 5), torch.float32)
+        module = backends.select("auto", f1, f2, _flownet(1, 1, 1, 1, 1), 1, "product")
+        assert module.NAME == "torch"
+        assert "numba" in {i.name: i.reason for i in backends.backend_report()}["cpu"]
+        with pytest.raises(ValueError, match="numba"):
+            backends.select("cpu", f1, f2, _flownet(1, 1, 1, 1, 1), 1, "product")
+    finally:
+        monkeypatch.undo()
+        importlib.reload(cpu)
+
+
+def test_generated_microkernels_up_to_date():
+    from pathlib import Path
+
+    from torchcorr.backends import _cpu_codegen
+
+    assert Path(_cpu_codegen.TARGET).read_text() == _cpu_codegen.source()
+
+
+def test_bench_quick_runs(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torchcorr",
+            "bench",
+            "--quick",
+            "--workloads",
+            "W3",
+            "--repeat",
+            "1",
+            "--no-memory",
+            "--no-progress",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "% of matmul" in proc.stdout and "torch " in proc.stdout
+    assert out.exists()
