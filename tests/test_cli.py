@@ -117,7 +117,7 @@ def test_stereo_building_blocks_on_a_known_shift():
     fl, fr = features(left, "census"), features(right, "census")
     for ncc in (False, True):
         vl = cost_volume(fl, fr, d, window=3, ncc=ncc)
-        vr = cost_volume(fr, fl, d, window=3, ncc=ncc, direction=+1)
+        vr = cost_volume(fl, fr, d, window=3, ncc=ncc, reference="right")
         assert vl.shape == (1, d, h, w)
         dl, dr = winner_take_all(vl), winner_take_all(vr)
         inner = (slice(None), slice(2, -2), slice(d + 1, w - 2))  # windows inside both images
@@ -126,12 +126,16 @@ def test_stereo_building_blocks_on_a_known_shift():
         ok = left_right_check(dl, dr, 1.0)
         assert ok[..., 2:-2, d + 1 : w - d - 1].all()  # where both views' windows stay inside
         assert not ok[..., : shift - 1].any()  # their match would lie left of the right image
-    # the one-sided volume is the correlation of f_ref with f_other shifted right by d
+    # the one-sided volumes: left[x] against right[x - d], right[x] against left[x + d]
     vl = cost_volume(fl, fr, d, window=1)
+    vr = cost_volume(fl, fr, d, window=1, reference="right")
     for k in (0, 3, 8):
         expect = torch.zeros(1, h, w)
         expect[..., k:] = (fl[..., k:] * fr[..., : w - k]).mean(1)
         assert torch.allclose(vl[:, k], expect, atol=1e-6)
+        expect = torch.zeros(1, h, w)
+        expect[..., : w - k] = (fr[..., : w - k] * fl[..., k:]).mean(1)
+        assert torch.allclose(vr[:, k], expect, atol=1e-6)
     # occlusion filling takes the background (smaller) neighbour on the scanline
     disp = torch.tensor([[[1.0, 9.0, 9.0, 3.0, 9.0]]])
     valid = torch.tensor([[[True, False, False, True, False]]])
@@ -242,3 +246,29 @@ def test_missing_demo_extra_is_a_clear_message(command, monkeypatch, capsys, tmp
     out = capsys.readouterr().out
     assert "pip install 'torchcorr[demo]'" in out and "scikit-image" in out
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("reference", ["left", "right"])
+def test_ncc_volume_against_a_loop(reference):
+    """Zero-mean normalised correlation over the zero-padded window, borders included."""
+    import torch.nn.functional as F
+
+    from torchcorr.demo.stereo import cost_volume
+
+    torch.manual_seed(1)
+    k, d_count, pad = 3, 8, 10
+    left, right = torch.randn(2, 1, 3, 9, 16, dtype=torch.float64).unbind(0)
+    vol = cost_volume(left, right, d_count, window=k, ncc=True, reference=reference)
+    lp, rp = F.pad(left, (pad, pad, 1, 1)), F.pad(right, (pad, pad, 1, 1))
+    for y in (0, 4, 8):
+        for x in (0, 1, 2, 7, 14, 15):
+            for d in range(d_count):
+                xs = x + pad - 1
+                if reference == "left":
+                    a, b = lp[0, :, y : y + k, xs : xs + k], rp[0, :, y : y + k, xs - d : xs - d + k]
+                else:
+                    a, b = rp[0, :, y : y + k, xs : xs + k], lp[0, :, y : y + k, xs + d : xs + d + k]
+                a, b = a.flatten(), b.flatten()
+                cov = (a * b).mean() - a.mean() * b.mean()
+                expect = cov / torch.sqrt(a.var(unbiased=False) * b.var(unbiased=False) + 1e-6)
+                assert abs(float(vol[0, d, y, x]) - float(expect)) < 1e-12, (y, x, d)

@@ -1,13 +1,14 @@
 """Stereo matching on the Middlebury "motorcycle" pair with a 1-D correlation cost volume.
 
-The pipeline, each step a few lines on top of :func:`torchcorr.correlation`:
+The pipeline, each step a few lines on top of :func:`torchcorr.stereo_correlation` (itself a thin
+face of :func:`torchcorr.correlation`):
 
 1. load the rectified pair and its ground-truth disparity (``skimage.data.stereo_motorcycle()``,
    500 x 741, shipped with scikit-image, no download) and shrink it by ``scale`` (area average);
 2. fixed per-pixel features (a soft census transform by default, see
    :func:`torchcorr.demo._common.features`);
-3. a one-sided horizontal cost volume over the whole disparity range, summed over a
-   ``window x window`` box: ``V[b, d, y, x] = mean_{c, window} L[b, c, y, x] * R[b, c, y, x - d]``,
+3. a one-sided horizontal cost volume (:func:`cost_volume`) over the whole disparity range, summed
+   over a ``window x window`` box: ``V[b, d, y, x] = mean_{c, window} L[b, c, y, x] * R[b, c, y, x - d]``,
    ``Tensor[B, D, H, W]``, optionally zero-mean normalised over the window (``ncc``);
 4. winner-take-all over ``d`` with a parabola through the best score and its neighbours for the
    sub-pixel part;
@@ -131,63 +132,78 @@ def load_motorcycle(scale: int = 1) -> dict[str, Any]:
     return {"left": lg, "right": rg, "left_rgb": left, "gt": gt, "scale": scale}
 
 
-def _shifted(x: Tensor, displacements: range, backend: str | None) -> Tensor:
-    """``x[b, 0, y, x + d]`` for each ``d``, zero outside: ``Tensor[B, 1, H, W]`` -> ``Tensor[B, D, H, W]``.
-
-    A one-channel correlation of ``x`` against ones reads exactly that, with the core's zero-outside rule.
-    """
-    ones = torch.ones_like(x)
-    return torchcorr.correlation(ones, x, displacements=(range(0, 1), displacements), normalize="none", backend=backend)
-
-
 def cost_volume(
-    f_ref: Tensor,
-    f_other: Tensor,
+    left: Tensor,
+    right: Tensor,
     disparities: int,
     *,
+    reference: str = "left",
     window: int = 5,
     ncc: bool = False,
-    direction: int = -1,
     backend: str | None = None,
 ) -> Tensor:
-    """Matching scores of a one-sided horizontal search (higher is better).
+    """Matching scores of a one-sided horizontal search (higher is better), on :func:`torchcorr.stereo_correlation`.
 
-    ``V[b, d, y, x] = mean_{c, window} f_ref[b, c, y+u, x+v] * f_other[b, c, y+u, x+v + direction*d]``
-    for ``d`` in ``[0, disparities)``; zero where the window leaves the map.  ``direction=-1`` is
-    the left view (its match lies to the left in the right image), ``+1`` the right view.  With
-    ``ncc`` the window (over all channels) is made zero-mean and unit-variance on both sides:
-    ``(E[ab] - E[a]E[b]) / sqrt(Var a * Var b)``.
+    ``reference="left"``: ``V[b, d, y, x] = mean_{c, window} left[b, c, y+u, x+v] * right[b, c, y+u, x+v-d]``;
+    ``reference="right"``: ``V[b, d, y, x] = mean_{c, window} right[b, c, y+u, x+v] * left[b, c, y+u, x+v+d]``;
+    ``d`` in ``[0, disparities)``, zero where the other image is read outside the map.  With ``ncc``
+    the window (over all channels) is made zero-mean and unit-variance on both sides:
+    ``(E[ab] - E[a]E[b]) / sqrt(Var a * Var b)``, the other image's window statistics shifted by
+    the same one-channel stereo correlation (against ones).
 
     Args:
-        f_ref: ``Tensor[B, C, H, W]`` features of the view the disparities belong to.
-        f_other: ``Tensor[B, C, H, W]`` features of the other view.
+        left: ``Tensor[B, C, H, W]`` features of the left image.
+        right: ``Tensor[B, C, H, W]`` features of the right image.
         disparities: number of disparities ``D``.
+        reference: ``"left"`` or ``"right"``: the image whose pixels the volume belongs to.
         window: odd window side.
         ncc: zero-mean normalised correlation.
-        direction: -1 (left view) or +1 (right view).
         backend: torchcorr backend.
 
     Returns:
         ``Tensor[B, D, H, W]``.
+
+    Example:
+        >>> import torch
+        >>> left, right = torch.randn(2, 1, 8, 12, 20).unbind(0)
+        >>> cost_volume(left, right, 6, window=3).shape
+        torch.Size([1, 6, 12, 20])
+        >>> v = cost_volume(left, right, 6, window=3, ncc=True)
+        >>> bool(v.abs().max() <= 1 + 1e-4)  # a correlation coefficient
+        True
     """
-    disps = range(0, direction * disparities, direction)
-    volume = torchcorr.correlation(
-        f_ref, f_other, displacements=(range(0, 1), disps), kernel_size=window, normalize="mean", backend=backend
+    volume = torchcorr.stereo_correlation(
+        left, right, disparities, reference=reference, kernel_size=window, normalize="mean", backend=backend
     )
     if not ncc:
         return volume
     pad = window // 2
+    w = left.shape[-1]
 
-    def window_mean(x: Tensor) -> Tensor:  # mean over channels and window, zeros outside (as the core)
-        return F.avg_pool2d(x.mean(1, keepdim=True), window, stride=1, padding=pad, count_include_pad=True)
+    def window_mean(x: Tensor, extend: int = 0) -> Tensor:
+        """Mean over channels and window, zeros outside (as the core), for centres ``-extend .. W-1+extend``."""
+        x = F.pad(x.mean(1, keepdim=True), (extend, extend, 0, 0))
+        return F.avg_pool2d(x, window, stride=1, padding=pad, count_include_pad=True)
 
-    mu_ref, mu_other = window_mean(f_ref), window_mean(f_other)
-    var_ref = (window_mean(f_ref * f_ref) - mu_ref**2).clamp_min(0)
-    var_other = (window_mean(f_other * f_other) - mu_other**2).clamp_min(0)
-    mu_other_d = _shifted(mu_other, disps, backend)
-    var_other_d = _shifted(var_other, disps, backend)
-    cov = volume - mu_ref * mu_other_d
-    return cov / torch.sqrt(var_ref * var_other_d + 1e-6)
+    def shifted(stat: Tensor) -> Tensor:
+        """A window statistic of the other image at the matched centre, ``x - d`` or ``x + d``.
+
+        ``stat`` covers centres ``-pad .. W-1+pad`` (a window centred up to ``pad`` outside still
+        overlaps the image); the one-channel stereo correlation against ones reads it shifted,
+        zero beyond, and the crop returns the centres ``0 .. W-1``.
+        """
+        ones = torch.ones_like(stat)
+        pair = (ones, stat) if reference == "left" else (stat, ones)
+        out = torchcorr.stereo_correlation(*pair, disparities, reference=reference, normalize="none", backend=backend)
+        return out[..., pad : pad + w]
+
+    ref, other = (left, right) if reference == "left" else (right, left)
+    mu_ref = window_mean(ref)
+    var_ref = (window_mean(ref * ref) - mu_ref**2).clamp_min(0)
+    mu_other = window_mean(other, pad)
+    var_other = (window_mean(other * other, pad) - mu_other**2).clamp_min(0)
+    cov = volume - mu_ref * shifted(mu_other)
+    return cov / torch.sqrt(var_ref * shifted(var_other) + 1e-6)
 
 
 def winner_take_all(volume: Tensor) -> Tensor:
@@ -374,9 +390,9 @@ def run(config: StereoConfig | None = None, out_dir: str | Path | None = None, p
         d = config.disparities
         kw = dict(window=config.window, ncc=config.ncc, backend=config.backend)
         with bar.step("cost volume (left)"):
-            vol_left = cost_volume(fl, fr, d, direction=-1, **kw)  # type: ignore[arg-type]
+            vol_left = cost_volume(fl, fr, d, reference="left", **kw)  # type: ignore[arg-type]
         with bar.step("cost volume (right)"):
-            vol_right = cost_volume(fr, fl, d, direction=+1, **kw)  # type: ignore[arg-type]
+            vol_right = cost_volume(fl, fr, d, reference="right", **kw)  # type: ignore[arg-type]
         with bar.step("winner-take-all"):
             disp_left = winner_take_all(vol_left)
             disp_right = winner_take_all(vol_right)
@@ -404,7 +420,7 @@ def run(config: StereoConfig | None = None, out_dir: str | Path | None = None, p
                 "cost_volume_shape": list(vol_left.shape),
                 "backend": backend_used(
                     fl, fr, config.backend, displacements=(range(0, 1), range(0, -d, -1)), kernel_size=config.window
-                ),
+                ),  # the geometry stereo_correlation builds
                 "config": dataclasses.asdict(config),
                 "environment": environment(),
             }
