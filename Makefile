@@ -15,10 +15,14 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,demo,docs]"
 	touch $@
 
-demo: $(VENV)/.installed
+$(VENV)/.demo-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[demo]"
+	touch $@
+
+demo: $(VENV)/.demo-installed
 	$(PY) -m torchcorr demo
 
 test: $(VENV)/.installed
@@ -34,6 +38,9 @@ test-triton: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+
+docs: $(VENV)/.installed
+	$(PY) -m mkdocs build --strict
 
 bench: $(VENV)/.installed
 	$(PY) -m torchcorr bench
