@@ -362,7 +362,7 @@ def test_lookup_backend_dispatch(monkeypatch):
     monkeypatch.delenv(raft.LOOKUP_ENV_VAR)
     monkeypatch.setattr(raft, "LOOKUP_PRIORITY", list(raft.LOOKUP_PRIORITY))
     raft.register_lookup_backend("missing", "torchcorr.backends.does_not_exist")
-    assert raft.lookup_backend_names() == ["missing", "torch"]
+    assert raft.lookup_backend_names()[-2:] == ["missing", "torch"]
     torchcorr.local_lookup(f1, f2, coords, 1)  # auto falls through to the pure one
     with pytest.raises(ValueError, match="cannot import"):
         torchcorr.local_lookup(f1, f2, coords, 1, backend="missing")

@@ -5,7 +5,8 @@ PWC-Net, RAFT, DispNetC, GwcNet), with drop-in replacements for the established 
 in :mod:`torchcorr.compat`.
 """
 
-from . import ops  # registers the torch.library operators  # noqa: F401
+from . import _autocast, ops  # ops registers the torch.library operators  # noqa: F401
+from ._composite import keep_custom_ops
 from ._geometry import AxisGeometry, Geometry
 from .backends import backend_report
 from .functional import correlate, correlation
@@ -22,6 +23,8 @@ from .volumes import (
     stereo_correlation,
 )
 from .xcorr import xcorr2
+
+_autocast.register()  # autocast kernels of the registered ops (after every op is defined)
 
 __version__ = "0.1.0"
 
@@ -43,6 +46,7 @@ __all__ = [
     "correlation_pyramid",
     "cost_volume",
     "groupwise_correlation",
+    "keep_custom_ops",
     "local_lookup",
     "pyramid_lookup",
     "stereo_correlation",

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _composite
+
 __all__ = ["FFT_COST_FACTOR", "xcorr2"]
 
 XcorrMode = Literal["full", "same", "valid"]
@@ -205,7 +207,10 @@ def xcorr2(a: Tensor, b: Tensor, mode: XcorrMode = "full", *, method: XcorrMetho
     a, b = a.to(dtype), b.to(dtype)
     if math.prod(lead) == 0:  # nothing to compute; keep the result attached to the graph
         return (a[..., :1, :1] * b[..., :1, :1]).expand(*lead, rows[1], cols[1])
-    use_fft = method == "fft" or (method == "auto" and _fft_is_cheaper(a, b, lead, rows, cols))
+    # under torch.export / ONNX export "auto" takes conv2d: no size-dependent choice, standard operators
+    use_fft = method == "fft" or (
+        method == "auto" and not _composite.active() and _fft_is_cheaper(a, b, lead, rows, cols)
+    )
     if not use_fft:
         return _direct(a, b, lead, rows, cols)
     work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype

@@ -74,7 +74,8 @@ def bilinear_taps(coords: Tensor, radius: int, h: int, w: int, dtype: torch.dtyp
     # positions that are not finite read zero: their fractions are set to 0 and their taps lie outside
     fractions = torch.nan_to_num(c - base, nan=0.0, posinf=0.0, neginf=0.0).to(dtype)
     # clamp before the integer conversion: far-away, infinite and NaN positions stay outside
-    outside = float(max(h, w) + radius + 2)
+    # (a constant bound beyond any map: a size-dependent float would specialise symbolic sizes in torch.compile)
+    outside = float(2**30)
     base = torch.nan_to_num(base.detach(), nan=-outside).clamp(-outside, outside).long()
     offsets = torch.arange(-radius, radius + 2, device=coords.device)
     xs = base[0][None, :] + offsets[:, None]  # (K+1, N)
