@@ -10,24 +10,43 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint docs bench clean
+.PHONY: demo test test-triton lint docs bench clean
 
-$(VENV)/.installed: pyproject.toml
+# the virtual environment with a CPU build of torch
+$(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	touch $@
 
-demo: $(VENV)/.installed
+# what the demo needs
+$(VENV)/.demo-installed: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[demo]"
+	touch $@
+
+# everything the test suite exercises (fast CPU backend, Triton interpreter, ONNX, demos, docs)
+$(VENV)/.installed: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,demo,docs]"
+	touch $@
+
+demo: $(VENV)/.demo-installed
 	$(PY) -m torchcorr demo
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) test-triton
+
+# Triton kernels on the CPU through Triton's interpreter, in their own process (TRITON_INTERPRET
+# must be set before the kernels are imported, and must not leak into the other tests).
+test-triton: $(VENV)/.installed
+	TRITON_INTERPRET=1 $(PY) -m pytest -m triton tests/triton_backend $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+
+docs: $(VENV)/.installed
+	$(PY) -m mkdocs build --strict
 
 bench: $(VENV)/.installed
 	$(PY) -m torchcorr bench

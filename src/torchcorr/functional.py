@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from . import backends
+from . import _autocast, _composite, backends
 from ._geometry import AxisGeometry, Geometry, pair
 from ._validation import check_feature_pair, check_groups, check_int
 
@@ -77,6 +77,7 @@ def correlate(
     Every face (native, compat, volumes) ends here.  ``too_small(ho, wo)`` builds the error
     message for an empty output in the face's own terms.
     """
+    f1, f2 = _autocast.cast_inputs(f1, f2)  # the autocast policy, see torchcorr._autocast
     check_feature_pair(f1, f2, names)
     groups = check_groups(groups, f1.shape[1])
     if mode not in _MODES:
@@ -92,6 +93,8 @@ def correlate(
             f"padded by ({geometry.y.pad_before}, {geometry.y.pad_after}) rows and "
             f"({geometry.x.pad_before}, {geometry.x.pad_after}) columns"
         )
+    if _composite.active():  # torch.export / ONNX: trace standard aten ops only
+        return _composite.correlation(f1, f2, geometry, groups, mode, float(scale))
     return torch.ops.torchcorr.correlation(
         f1, f2, geometry.as_list(), groups, mode, float(scale), backends.resolve(backend)
     )

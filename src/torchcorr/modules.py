@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
+from . import _script
 from ._validation import check_int
+from .backends import resolve
 from .functional import Layout, Mode, Normalize, check_options, correlation, native_geometry
 
 __all__ = ["Correlation"]
@@ -64,12 +67,33 @@ class Correlation(nn.Module):
             backend=backend,
         )
         geometry_args = {k: self.kwargs[k] for k in _GEOMETRY_ARGS}
-        native_geometry(**geometry_args)  # type: ignore[arg-type]
+        geometry = native_geometry(**geometry_args)  # type: ignore[arg-type]
         check_options(mode, normalize, layout)
         check_int(groups, "groups", 1)
+        if backend is not None:
+            resolve(backend)
+        # plain-typed copies for torch.jit.script
+        self._geometry = geometry.as_list()
+        self._kernel_area = geometry.kernel_area
+        self._norm_kind = normalize if isinstance(normalize, str) else "factor"
+        self._norm_factor = 0.0 if isinstance(normalize, str) else float(normalize)
+        self._mode = mode
+        self._groups = groups
+        self._layout = layout
+        self._backend = backend if backend else "auto"
 
     def forward(self, f1: Tensor, f2: Tensor) -> Tensor:
         """``Tensor[B, C, H, W]`` x 2 -> the correlation in the configured layout."""
+        if torch.jit.is_scripting():
+            c = f1.shape[1] if f1.dim() == 4 else 1
+            cpg = c // self._groups if c % self._groups == 0 else 1
+            scale = _script.normalization_scale(self._norm_kind, self._norm_factor, cpg, self._kernel_area)
+            out = _script.correlate(f1, f2, self._geometry, self._groups, self._mode, scale, self._backend, "f1", "f2")
+            return _script.to_layout(out, self._layout, self._groups)
+        return self._forward_eager(f1, f2)
+
+    @torch.jit.unused
+    def _forward_eager(self, f1: Tensor, f2: Tensor) -> Tensor:
         return correlation(f1, f2, **self.kwargs)  # type: ignore[arg-type]
 
     def extra_repr(self) -> str:

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _composite
 from ._validation import check_feature_pair, check_int
 from .backends import lookup_pure
 from .backends.pure import accumulation_dtype
@@ -58,6 +59,7 @@ LOOKUP_ENV_VAR = "TORCHCORR_LOOKUP_BACKEND"
 
 #: Lookup implementations in the order ``"auto"`` tries them: (name, module path).
 LOOKUP_PRIORITY: list[tuple[str, str]] = [
+    ("triton", "torchcorr.backends.triton.lookup"),
     ("torch", "torchcorr.backends.lookup_pure"),
 ]
 
@@ -193,6 +195,13 @@ def _corr_lookup_bwd(ctx, grad):
 corr_lookup.register_autograd(_corr_lookup_bwd, setup_context=_corr_lookup_setup)
 
 
+def _lookup(f1: Tensor, f2: Tensor, coords: Tensor, radius: int, scale: float, backend: str) -> Tensor:
+    """The op, or under ``torch.export`` / ONNX export its composite of standard aten ops."""
+    if _composite.active():
+        return _composite.corr_lookup(f1, f2, coords, radius, scale)
+    return corr_lookup(f1, f2, coords, radius, scale, backend)
+
+
 # --------------------------------------------------------------------------------------------
 # checks
 # --------------------------------------------------------------------------------------------
@@ -279,6 +288,8 @@ def _pool2x2(x: Tensor) -> Tensor:
     lead = x.shape[:-2]
     if h < 2 or w < 2 or x.numel() == 0:
         return x.new_zeros((*lead, h // 2, w // 2))
+    if x.dim() == 4:  # no reshape: symbolic sizes (torch.export) stay free of divisibility guards
+        return F.avg_pool2d(x, 2, stride=2)
     return F.avg_pool2d(x.reshape(-1, 1, h, w), 2, stride=2).reshape(*lead, h // 2, w // 2)
 
 
@@ -430,7 +441,7 @@ def local_lookup(
         scale = 1.0 / math.sqrt(c)
     elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise ValueError(f"scale must be a finite number, got {scale!r}")
-    return corr_lookup(f1, f2, coords, radius, float(scale), _resolve_lookup_backend(backend))
+    return _lookup(f1, f2, coords, radius, float(scale), _resolve_lookup_backend(backend))
 
 
 def alternate_lookup(
@@ -483,5 +494,5 @@ def alternate_lookup(
     _check_coords(coords, b, h, w, f1.device)
     name = _resolve_lookup_backend(backend)
     scale = 1.0 / math.sqrt(c)
-    outs = [corr_lookup(f1, level, coords / 2**i, radius, scale, name) for i, level in enumerate(levels)]
+    outs = [_lookup(f1, level, coords / 2**i, radius, scale, name) for i, level in enumerate(levels)]
     return torch.cat(outs, 1)

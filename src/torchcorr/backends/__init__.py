@@ -35,6 +35,7 @@ ENV_VAR = "TORCHCORR_BACKEND"
 
 #: Backend names in the order the dispatcher tries them, with the module that implements each.
 PRIORITY: list[tuple[str, str]] = [
+    ("triton", "torchcorr.backends.triton"),
     ("cpu", "torchcorr.backends.cpu"),
     ("torch", "torchcorr.backends.pure"),
 ]

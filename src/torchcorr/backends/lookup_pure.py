@@ -9,19 +9,23 @@ One call handles one pyramid level.  For every pixel ``p = (y, x)`` of ``f1`` an
 with ``a`` the horizontal offset (RAFT's order: horizontal is the slow index).  Sampling at
 ``c + (a, d)`` for integer offsets reads the four neighbours ``floor(c) + (a, d) + {0, 1}^2``, so
 all ``K*K`` samples of a pixel use the same two fractions ``(fx, fy)`` and the ``(K+1)^2`` integer
-neighbours ``floor(c) + (u, v)``, ``u, v in [-r, r+1]``.  The kernels
+neighbours ``floor(c) + (u, v)``, ``u, v in [-r, r+1]``.  The kernels compute the integer-offset
+correlations ``G[u, v]`` and combine them with the bilinear weights; the backward takes the adjoint
+of that combination (``g[u, v]``) and, for ``coords``, the derivative of the weights times ``G``.
 
-1. compute the ``(K+1)^2`` integer-offset correlations ``G[u, v]`` one offset at a time: gather the
-   ``f2`` feature rows at ``floor(c) + (u, v)`` for every pixel (an input-sized temporary), take the
-   channel dot product with ``f1``;
-2. combine them with the bilinear weights.
+``f2`` is zero-padded by ``2r + 2`` on every side and read as channel-last rows, so every neighbour
+is a valid row (no masks) and the pattern "pixel p reads rows ``base[p] + v*Wp + u``" is a sparse
+matrix ``S`` of shape ``(B*H*W, B*Hp*Wp)`` with ``(K+1)^2`` sorted entries per row.  Two strategies:
 
-The backward runs the same loop once: ``grad_f1 += g_uv * f2[rows]`` and
-``grad_f2[rows] += g_uv * f1`` (an ``index_add_``), where ``g_uv`` collects the output gradient
-through the bilinear weights, and, for ``coords``, the derivative of the weights times ``G``.
+* **sparse** (the CPU, :data:`SPARSE_DEVICES`): ``G = sampled_addmm(S, f1_rows, f2_rows^T)``
+  (only the pattern's entries of ``f1 f2^T``), ``grad_f1 = S(g) @ f2_rows`` and
+  ``grad_f2 = S(g)^T @ f1_rows`` (the transpose built by one stable sort of the column indices);
+* **gather** (any other device): one ``index_select`` of ``f2`` rows per neighbour, a channel dot
+  product, ``addcmul_`` / ``index_add_`` in the backward.
 
-Working memory is ``O(B*H*W*(K+1)^2)`` plus a few input-sized buffers; never ``(B, C, K*K, H, W)``
-nor ``(H*W)^2``.  float16 and bfloat16 features accumulate in float32.
+Working memory is ``O(B*H*W*(K+1)^2)`` (the pattern, ``G``) plus a few input-sized buffers (the
+padded rows, the gradients); never ``(B, C, K*K, H, W)`` nor ``(H*W)^2``.  float16 and bfloat16
+features accumulate in float32.
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ def bilinear_taps(coords: Tensor, radius: int, h: int, w: int, dtype: torch.dtyp
     # positions that are not finite read zero: their fractions are set to 0 and their taps lie outside
     fractions = torch.nan_to_num(c - base, nan=0.0, posinf=0.0, neginf=0.0).to(dtype)
     # clamp before the integer conversion: far-away, infinite and NaN positions stay outside
-    outside = float(max(h, w) + radius + 2)
+    # (a constant bound beyond any map: a size-dependent float would specialise symbolic sizes in torch.compile)
+    outside = float(2**30)
     base = torch.nan_to_num(base.detach(), nan=-outside).clamp(-outside, outside).long()
     offsets = torch.arange(-radius, radius + 2, device=coords.device)
     xs = base[0][None, :] + offsets[:, None]  # (K+1, N)
@@ -93,8 +98,9 @@ def combine(grid: Tensor, fractions: Tensor) -> Tensor:
 # the op's kernels
 # --------------------------------------------------------------------------------------------
 
-#: Devices whose sparse CSR kernels (``sampled_addmm``, CSR x dense) the fast strategy uses.
-SPARSE_DEVICES = ("cpu", "cuda")
+#: Devices whose sparse CSR kernels (``sampled_addmm``, CSR x dense) the sparse strategy uses.  CUDA
+#: has them too but is left to the gather loop (and the Triton lookup) until it has been measured there.
+SPARSE_DEVICES: tuple[str, ...] = ("cpu",)
 
 
 class _Taps:

@@ -63,7 +63,7 @@ class Workload:
 REGISTRY: dict[str, Workload] = {}
 
 #: modules of this package that register workloads when imported
-FAMILIES: list[str] = ["torchcorr.bench.workloads"]
+FAMILIES: list[str] = ["torchcorr.bench.workloads", "torchcorr.bench.raft", "torchcorr.bench.volumes"]
 
 
 def register(workload: Workload) -> Workload:

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("torchcorr.cli.demo", "run the main demo"),
+    "demo": ("torchcorr.cli.demo", "stereo matching on real data (Middlebury motorcycle): metrics and figure"),
+    "flow-demo": ("torchcorr.cli.flow_demo", "optical flow on a warped photograph: coarse-to-fine local cost volumes"),
     "bench": ("torchcorr.cli.bench", "benchmark the workloads (time, GFLOP/s, % of matmul, memory)"),
+    "info": ("torchcorr.cli.info", "versions, platform, backends (available or why not), optional packages"),
 }
 
 
@@ -25,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_path, help_text) in COMMANDS.items():
         module = importlib.import_module(module_path)
-        p = sub.add_parser(name, help=help_text, description=module.__doc__)
+        # argparse %-formats help strings: a literal % must be doubled
+        p = sub.add_parser(name, help=help_text.replace("%", "%%"), description=module.__doc__)
         module.add_arguments(p)
         p.set_defaults(_module=module)
     return parser

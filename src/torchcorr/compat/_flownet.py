@@ -5,8 +5,10 @@ Shared by the compat layers that mirror it (MXNet, flownet2-pytorch, tensorflow-
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
+from .. import _script
 from .._geometry import Geometry, flownet_axis
 from .._validation import check_int
 from ..functional import correlate
@@ -90,9 +92,27 @@ class FlowNetCorrelationModule(nn.Module):
         self.stride1 = stride1
         self.stride2 = stride2
         self.corr_multiply = corr_multiply
+        # for torch.jit.script: the geometry as the op takes it, and the input names as two strings
+        axis = flownet_axis(pad_size, kernel_size, max_displacement, stride1, stride2)
+        self._geometry = Geometry(axis, axis).as_list()
+        self._mode = "product" if corr_multiply else "absdiff"
+        self._name1, self._name2 = self.input_names
 
     def forward(self, input1: Tensor, input2: Tensor) -> Tensor:
         """``Tensor[B, C, H, W]`` x 2 -> ``Tensor[B, D*D, Ho, Wo]``."""
+        return self._correlate(input1, input2)
+
+    def _correlate(self, input1: Tensor, input2: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            scale = 1.0 / (self.kernel_size * self.kernel_size * max(input1.shape[1], 1))
+            out = _script.correlate(
+                input1, input2, self._geometry, 1, self._mode, scale, "auto", self._name1, self._name2
+            )
+            return out.flatten(1, 3)
+        return self._correlate_eager(input1, input2)
+
+    @torch.jit.unused
+    def _correlate_eager(self, input1: Tensor, input2: Tensor) -> Tensor:
         return flownet_correlation(
             input1,
             input2,

@@ -53,4 +53,4 @@ class CorrTorch(FlowNetCorrelationModule):
 
     def forward(self, in1: Tensor, in2: Tensor) -> Tensor:
         """``Tensor[B, C, H, W]`` x 2 -> ``Tensor[B, D*D, Ho, Wo]``."""
-        return super().forward(in1, in2)
+        return self._correlate(in1, in2)

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor, nn
+import torch
+from torch import Tensor
 
 from .._geometry import pair
 from .._validation import check_int
-from .spatial_correlation_sampler import sampler_correlation
+from .spatial_correlation_sampler import _SamplerModule, sampler_correlation, sampler_geometry
 
 __all__ = ["Correlation"]
 
 
-class Correlation(nn.Module):
+class Correlation(_SamplerModule):
     """Correlation with mmcv's signature and defaults.
 
     Args:
@@ -60,9 +61,10 @@ class Correlation(nn.Module):
         self.dilation = dilation
         self.dilation_patch = dilation_patch
         self._patch = tuple(2 * m + 1 for m in pair(max_displacement, "max_displacement"))
+        self._geometry = sampler_geometry(kernel_size, self._patch, stride, padding, dilation, dilation_patch).as_list()
 
-    def forward(self, input1: Tensor, input2: Tensor) -> Tensor:
-        """``Tensor[B, C, H, W]`` x 2 -> ``Tensor[B, P, P, Ho, Wo]``."""
+    @torch.jit.unused
+    def _forward_eager(self, input1: Tensor, input2: Tensor) -> Tensor:
         return sampler_correlation(
             input1,
             input2,

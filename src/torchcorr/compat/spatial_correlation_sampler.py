@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
+from .. import _script
 from .._geometry import Geometry, pair, sampler_axis
 from .._validation import check_int
 from ..functional import correlate
@@ -32,18 +34,15 @@ def _checked_pairs(**params: IntPair) -> dict[str, tuple[int, int]]:
     return out
 
 
-def sampler_correlation(
-    input1: Tensor,
-    input2: Tensor,
+def sampler_geometry(
     kernel_size: IntPair,
     patch_size: IntPair,
     stride: IntPair,
     padding: IntPair,
     dilation: IntPair,
     dilation_patch: IntPair,
-    names: tuple[str, str] = ("input1", "input2"),
-) -> Tensor:
-    """The sampler correlation ``(B, C, H, W) x 2 -> (B, PH, PW, Ho, Wo)``, shared with mmcv."""
+) -> Geometry:
+    """Check the sampler arguments and build their :class:`Geometry`."""
     p = _checked_pairs(
         kernel_size=kernel_size,
         patch_size=patch_size,
@@ -63,7 +62,41 @@ def sampler_correlation(
         )
         for a in (0, 1)
     ]
-    return correlate(input1, input2, Geometry(*axes), names=names).squeeze(1)
+    return Geometry(*axes)
+
+
+def sampler_correlation(
+    input1: Tensor,
+    input2: Tensor,
+    kernel_size: IntPair,
+    patch_size: IntPair,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair,
+    dilation_patch: IntPair,
+    names: tuple[str, str] = ("input1", "input2"),
+) -> Tensor:
+    """The sampler correlation ``(B, C, H, W) x 2 -> (B, PH, PW, Ho, Wo)``, shared with mmcv."""
+    geometry = sampler_geometry(kernel_size, patch_size, stride, padding, dilation, dilation_patch)
+    return correlate(input1, input2, geometry, names=names).squeeze(1)
+
+
+class _SamplerModule(nn.Module):
+    """Shared forward of the sampler-geometry modules: eager face, or the op when scripted.
+
+    Subclasses set ``self._geometry`` (the sixteen ints) and implement ``_forward_eager``.
+    """
+
+    def forward(self, input1: Tensor, input2: Tensor) -> Tensor:
+        """``Tensor[B, C, H, W]`` x 2 -> ``Tensor[B, PH, PW, Ho, Wo]``."""
+        if torch.jit.is_scripting():
+            out = _script.correlate(input1, input2, self._geometry, 1, "product", 1.0, "auto", "input1", "input2")
+            return out.squeeze(1)
+        return self._forward_eager(input1, input2)
+
+    @torch.jit.unused
+    def _forward_eager(self, input1: Tensor, input2: Tensor) -> Tensor:
+        raise NotImplementedError
 
 
 def spatial_correlation_sample(
@@ -104,7 +137,7 @@ def spatial_correlation_sample(
     return sampler_correlation(input1, input2, kernel_size, patch_size, stride, padding, dilation, dilation_patch)
 
 
-class SpatialCorrelationSampler(nn.Module):
+class SpatialCorrelationSampler(_SamplerModule):
     """Module form of :func:`spatial_correlation_sample` (same arguments and defaults)."""
 
     def __init__(
@@ -117,23 +150,17 @@ class SpatialCorrelationSampler(nn.Module):
         dilation_patch: IntPair = 1,
     ) -> None:
         super().__init__()
-        _checked_pairs(
-            kernel_size=kernel_size,
-            patch_size=patch_size,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            dilation_patch=dilation_patch,
-        )
+        geometry = sampler_geometry(kernel_size, patch_size, stride, padding, dilation, dilation_patch)
         self.kernel_size = kernel_size
         self.patch_size = patch_size
         self.stride = stride
         self.padding = padding
         self.dilation = dilation
         self.dilation_patch = dilation_patch
+        self._geometry = geometry.as_list()
 
-    def forward(self, input1: Tensor, input2: Tensor) -> Tensor:
-        """``Tensor[B, C, H, W]`` x 2 -> ``Tensor[B, PH, PW, Ho, Wo]``."""
+    @torch.jit.unused
+    def _forward_eager(self, input1: Tensor, input2: Tensor) -> Tensor:
         return spatial_correlation_sample(
             input1,
             input2,

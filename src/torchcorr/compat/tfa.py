@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
-from .._geometry import flownet_output_size
+from .. import _script
+from .._geometry import Geometry, flownet_axis, flownet_output_size
 from .._validation import check_int
 from ._flownet import flownet_correlation
 
@@ -66,9 +68,27 @@ class CorrelationCost(nn.Module):
         self.stride_2 = stride_2
         self.pad = pad
         self.data_format = data_format
+        axis = flownet_axis(pad, kernel_size, max_displacement, stride_1, stride_2)
+        self._geometry = Geometry(axis, axis).as_list()  # for torch.jit.script
 
-    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+    def forward(self, inputs: list[Tensor]) -> Tensor:
         """``[input_a, input_b]`` -> the correlation in ``data_format``."""
+        if torch.jit.is_scripting():
+            if len(inputs) != 2:
+                raise TypeError("CorrelationCost must be called on a list [input_a, input_b] of two tensors")
+            a, b = inputs[0], inputs[1]
+            last = self.data_format == "channels_last"
+            if last:
+                _script.check_pair(a, b, "input_a", "input_b")
+                a, b = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
+            scale = 1.0 / (self.kernel_size * self.kernel_size * max(a.shape[1], 1))
+            out = _script.correlate(a, b, self._geometry, 1, "product", scale, "auto", "input_a", "input_b")
+            out = out.flatten(1, 3)
+            return out.permute(0, 2, 3, 1) if last else out
+        return self._forward_eager(inputs)
+
+    @torch.jit.unused
+    def _forward_eager(self, inputs: Sequence[Tensor]) -> Tensor:
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
             raise TypeError("CorrelationCost must be called on a list [input_a, input_b] of two tensors")
         a, b = inputs
