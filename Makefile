@@ -8,7 +8,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # A CPU build of torch (on this project's machines `torch==2.13.0` is a CPU wheel on local disk).
 TORCH_SPEC ?= torch==2.13.0
-PYTEST_ARGS ?=
+# two workers: the suite is mostly single-threaded Python (loop references, hypothesis)
+PYTEST_ARGS ?= -n 2
 
 .PHONY: demo test test-triton lint docs bench clean
 

@@ -354,14 +354,15 @@ GRAD_CASES = [
 @pytest.mark.parametrize("mode", ["product", "absdiff"])
 @pytest.mark.parametrize("kw", GRAD_CASES)
 def test_gradcheck_and_gradgradcheck(kw, mode):
-    f1 = _rand(2, 4, 6, 7, seed=18).requires_grad_()
-    f2 = _rand(2, 4, 6, 7, seed=19).requires_grad_()
+    f1 = _rand(1, 2, 5, 6, seed=18).requires_grad_()
+    f2 = _rand(1, 2, 5, 6, seed=19).requires_grad_()
 
     def fn(a, b):
         return torchcorr.correlation(a, b, mode=mode, **kw)
 
     assert torch.autograd.gradcheck(fn, (f1, f2))
-    assert torch.autograd.gradgradcheck(fn, (f1, f2))
+    # second derivatives: the full Jacobian is costly; fast mode checks random projections of it
+    assert torch.autograd.gradgradcheck(fn, (f1, f2), fast_mode=True)
 
 
 def test_double_backward_matches_autograd_of_reference_formula():
