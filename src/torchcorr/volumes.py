@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ._geometry import AxisGeometry, Geometry, pair
-from ._validation import check_feature_pair, check_int
+from ._validation import check_feature_pair, check_groups, check_int
 from .functional import correlate, normalization_scale
 
 __all__ = [
@@ -206,10 +206,8 @@ def _stereo(
         kernel_size=kernel_size,
     )
     check_feature_pair(left, right, ("left", "right"))
-    groups = check_int(groups, "groups", 1)
     channels = left.shape[1]
-    if channels % groups != 0:
-        raise ValueError(f"groups must divide the channel count: {channels} channels cannot split into {groups} groups")
+    groups = check_groups(groups, channels)
     scale = normalization_scale(normalize, channels // groups, geometry.kernel_area)
     f1, f2 = (left, right) if reference == "left" else (right, left)
     names = ("left", "right") if reference == "left" else ("right", "left")
@@ -523,10 +521,6 @@ class GroupwiseCorrelation(_StereoModule):
 
     def forward(self, left: Tensor, right: Tensor) -> Tensor:
         """``Tensor[B, C, H, W]`` x 2 -> ``Tensor[B, G, D, H, W]``."""
-        if left.dim() == 4 and left.shape[1] % self.groups != 0:
-            raise ValueError(
-                f"groups must divide the channel count: {left.shape[1]} channels cannot split into {self.groups} groups"
-            )
         return groupwise_correlation(
             left,
             right,
