@@ -44,19 +44,21 @@ except ImportError as exc:  # pragma: no cover - exercised by monkeypatching in 
     _IMPORT_ERROR = f"numba is not installed ({exc}); install torchcorr[cpu] for the fast CPU backend"
 
 _kernels = None
+_xkernels = None
 
 
 def available() -> str | None:
     """``None`` when numba imports and the kernels load, else the reason."""
-    global _kernels
+    global _kernels, _xkernels
     if _IMPORT_ERROR is not None:
         return _IMPORT_ERROR
     if _kernels is None:
         try:
-            from . import cpu_kernels
+            from . import cpu_kernels, cpu_xkernels
         except Exception as exc:  # numba present but unusable (e.g. incompatible numpy)
             return f"the numba kernels do not load: {type(exc).__name__}: {exc}"
         _kernels = cpu_kernels
+        _xkernels = cpu_xkernels
     return None
 
 
@@ -169,6 +171,159 @@ def _zero(acc: torch.dtype):
 
 
 # --------------------------------------------------------------------------------------------
+# the fast path: product mode on a unit pixel step (pixel-vectorised kernels, cpu_xkernels)
+# --------------------------------------------------------------------------------------------
+
+
+def _fast(grid: _Grid, mode: str) -> bool:
+    """The pixel-vectorised kernels cover the product on a unit pixel step (every one-tap grid of a
+    window larger than one tap, and ``stride1 == 1``); the rest runs on the channel-vectorised ones."""
+    return mode == "product" and grid.sx == 1
+
+
+def _cols(x: Tensor, acc: torch.dtype, first: int, count: int) -> tuple[Tensor, int]:
+    """``x`` as contiguous NCHW ``acc`` data whose columns ``first .. first + count`` can be read
+    (zero-padded where they leave the map); returns it and the column of ``first``."""
+    x = x.detach().to(acc).contiguous()
+    w = x.shape[-1]
+    left, right = max(0, -first), max(0, first + count - w)
+    if left or right:
+        x = F.pad(x, (left, right))
+    return x, first + left
+
+
+class _XProblem:
+    """Arrays and integers of one call of the pixel-vectorised kernels (see ``cpu_xkernels``)."""
+
+    def __init__(self, f1: Tensor, f2: Tensor, grid: _Grid, groups: int, acc: torch.dtype, ty0: int, cnt: int):
+        b, c, h, w = f1.shape
+        span = (grid.dxn - 1) * grid.sdx
+        self.a, self.axo = _cols(f1, acc, grid.x0, grid.nx)
+        self.b, self.bxo = _cols(f2, acc, grid.x0 + grid.dx0, grid.nx + span)
+        self.h, self.w = h, w
+        self.dims = (b, groups, c // groups, h)
+        dy0 = grid.dy0 + ty0 * grid.sdy
+        self.geo = (grid.ny, grid.nx, cnt, grid.dxn, grid.y0, grid.sy, dy0, grid.sdy, grid.sdx, grid.rev)
+        p = qq = 0
+        if cnt > 1 and grid.sdy != 0:
+            p = abs(grid.sdy) // math.gcd(grid.sy, abs(grid.sdy))
+            qq = -(p * grid.sy) // grid.sdy
+        self.pair = (p, qq)
+        self.x0, self.bx0 = grid.x0, grid.x0 + grid.dx0
+
+    @staticmethod
+    def strides(x: Tensor) -> tuple[int, int, int]:
+        _, c, h, w = x.shape
+        return c * h * w, h * w, w
+
+    def forward(self, out: Tensor, scale: float) -> None:
+        k = _xkernels
+        k.forward(
+            self.a.view(-1).numpy(),
+            *self.strides(self.a),
+            self.axo,
+            self.b.view(-1).numpy(),
+            *self.strides(self.b),
+            self.bxo,
+            out.view(-1).numpy(),
+            self.dims,
+            self.geo,
+            self.pair,
+            float(scale),
+        )
+
+    def grad_f1(self, gout: Tensor, g1: Tensor, scale: float) -> None:
+        _xkernels.grad_f1(
+            gout.view(-1).numpy(),
+            self.b.view(-1).numpy(),
+            *self.strides(self.b),
+            self.bxo,
+            g1.view(-1).numpy(),
+            self.w,
+            self.x0,
+            self.dims,
+            self.geo,
+            float(scale),
+        )
+
+    def grad_f2(self, gout: Tensor, g2: Tensor, scale: float) -> None:
+        _xkernels.grad_f2(
+            gout.view(-1).numpy(),
+            self.a.view(-1).numpy(),
+            *self.strides(self.a),
+            self.axo,
+            g2.view(-1).numpy(),
+            self.w,
+            self.bx0,
+            self.dims,
+            self.geo,
+            float(scale),
+        )
+
+
+def _box_chunks(grid: _Grid) -> list[tuple[int, int]]:
+    """Displacement-row chunks for a window larger than one tap: the one-tap volume of a chunk stays
+    within the output's size (all rows at once when it fits)."""
+    per_row = max(grid.ny * grid.nx, 1)
+    rows = max(1, (5 * grid.dyn * grid.ho * grid.wo) // (4 * per_row))
+    return [(t, min(rows, grid.dyn - t)) for t in range(0, grid.dyn, rows)]
+
+
+def _box(u: Tensor, geometry: Geometry, ho: int, wo: int) -> Tensor:
+    """Window sums over a one-tap volume ``(..., ny, nx)`` -> ``(..., ho, wo)`` (strided, dilated)."""
+    gy, gx = geometry.y, geometry.x
+    v = None
+    for j in range(gx.kernel_size):
+        s = u[..., j * gx.kernel_dilation :: gx.stride][..., :wo]
+        v = s.clone() if v is None else v.add_(s)
+    out = None
+    for i in range(gy.kernel_size):
+        s = v[..., i * gy.kernel_dilation :: gy.stride, :][..., :ho, :]
+        out = s.clone() if out is None else out.add_(s)
+    return out
+
+
+def _box_adjoint(g: Tensor, geometry: Geometry, ny: int, nx: int) -> Tensor:
+    """The adjoint of :func:`_box`: spreads ``(..., ho, wo)`` back onto the one-tap grid."""
+    gy, gx = geometry.y, geometry.x
+    ho, wo = g.shape[-2:]
+    v = g.new_zeros((*g.shape[:-2], ny, wo))
+    for i in range(gy.kernel_size):
+        v[..., i * gy.kernel_dilation :: gy.stride, :][..., :ho, :] += g
+    u = g.new_zeros((*g.shape[:-2], ny, nx))
+    for j in range(gx.kernel_size):
+        u[..., j * gx.kernel_dilation :: gx.stride][..., :wo] += v
+    return u
+
+
+def _xforward(f1: Tensor, f2: Tensor, geometry: Geometry, grid: _Grid, groups: int, scale: float, acc) -> Tensor:
+    b = f1.shape[0]
+    shape = (b, groups, grid.dyn, grid.dxn, grid.ho, grid.wo)
+    if grid.unit:
+        out = torch.empty(shape, dtype=acc)
+        _XProblem(f1, f2, grid, groups, acc, 0, grid.dyn).forward(out, scale)
+        return out
+    out = torch.empty(shape, dtype=acc)
+    for ty0, cnt in _box_chunks(grid):
+        part = torch.empty((b, groups, cnt, grid.dxn, grid.ny, grid.nx), dtype=acc)
+        _XProblem(f1, f2, grid, groups, acc, ty0, cnt).forward(part, scale)
+        out[:, :, ty0 : ty0 + cnt] = _box(part, geometry, grid.ho, grid.wo)
+        del part
+    return out
+
+
+def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None:
+    for ty0, cnt in [(0, grid.dyn)] if grid.unit else _box_chunks(grid):
+        prob = _XProblem(f1, f2, grid, groups, acc, ty0, cnt)
+        g = gout[:, :, ty0 : ty0 + cnt]
+        g = g.contiguous() if grid.unit else _box_adjoint(g, geometry, grid.ny, grid.nx)
+        if g1 is not None:
+            prob.grad_f1(g, g1, scale)
+        if g2 is not None:
+            prob.grad_f2(g, g2, scale)
+
+
+# --------------------------------------------------------------------------------------------
 # forward
 # --------------------------------------------------------------------------------------------
 
@@ -187,6 +342,9 @@ def forward(f1: Tensor, f2: Tensor, geometry: Geometry, groups: int, mode: str, 
     if c == 0:
         return f1.new_zeros(shape)
     _threads()
+    if _fast(grid, mode):
+        out = _xforward(f1, f2, geometry, grid, groups, scale, acc)
+        return out if out.dtype == f1.dtype else out.to(f1.dtype)
     a, a_nhwc = _flat(f1, acc, hot=False)
     bb, b_nhwc = _flat(f2, acc, hot=True)
     dims = (b, c, h, w, groups)
@@ -263,7 +421,10 @@ def backward(
     gy, gx = geometry.y, geometry.x
     g1 = torch.zeros((b, c, h, w), dtype=acc) if need_f1 else None
     g2 = torch.zeros((b, c, h, w), dtype=acc) if need_f2 else None
-    if grad.numel() > 0 and c > 0 and (need_f1 or need_f2):
+    if grad.numel() > 0 and c > 0 and (need_f1 or need_f2) and _fast(grid, mode):
+        _threads()
+        _xbackward(grad.detach().to(acc), f1, f2, geometry, grid, groups, scale, acc, g1, g2)
+    elif grad.numel() > 0 and c > 0 and (need_f1 or need_f2):
         _threads()
         absdiff = mode == "absdiff"
         dims = (b, c, h, w, groups)
