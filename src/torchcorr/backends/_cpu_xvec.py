@@ -5,962 +5,1763 @@
 import numba as nb
 import numpy as np
 
-# "contract" (fused multiply-add) without reassociation: LLVM vectorises the pixel loop, never the
-# reduction, and the results do not depend on the vector width.
-_JIT = dict(inline="always", fastmath={"contract"}, cache=True, nogil=True, boundscheck=False)
+from ._cpu_simd import *  # noqa: F403  (the kernels xfwd_r{R}t{T} and xsum_c{K})
 
+_JIT = dict(inline="always", cache=True, nogil=True, boundscheck=False)
+# One driver per kernel shape, compiled on first use (each compiles in a few seconds).
+_PJIT = dict(cache=True, nogil=True, parallel=True, boundscheck=False)
 
-
-#: pixels per block
-LANES = 8
-#: largest displacement block
-XT_MAX = 9
-#: channel blocks of the gradient sums
-XC_SIZES = (8, 4, 2, 1)
 
 
 @nb.njit(**_JIT)
-def xfwd_r1t1(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r1t2(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r1t3(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    ib2 = ib + np.uint64(2) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-        b = B[ib2 + x]
-        acc[np.uint64(16) + x] = a0 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-            b = B[ib2 + pb + x]
-            acc[np.uint64(16) + x] += a0 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r1t4(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    ib2 = ib + np.uint64(2) * bst
-    ib3 = ib + np.uint64(3) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-        b = B[ib2 + x]
-        acc[np.uint64(16) + x] = a0 * b
-        b = B[ib3 + x]
-        acc[np.uint64(24) + x] = a0 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-            b = B[ib2 + pb + x]
-            acc[np.uint64(16) + x] += a0 * b
-            b = B[ib3 + pb + x]
-            acc[np.uint64(24) + x] += a0 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r1t5(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    ib2 = ib + np.uint64(2) * bst
-    ib3 = ib + np.uint64(3) * bst
-    ib4 = ib + np.uint64(4) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-        b = B[ib2 + x]
-        acc[np.uint64(16) + x] = a0 * b
-        b = B[ib3 + x]
-        acc[np.uint64(24) + x] = a0 * b
-        b = B[ib4 + x]
-        acc[np.uint64(32) + x] = a0 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-            b = B[ib2 + pb + x]
-            acc[np.uint64(16) + x] += a0 * b
-            b = B[ib3 + pb + x]
-            acc[np.uint64(24) + x] += a0 * b
-            b = B[ib4 + pb + x]
-            acc[np.uint64(32) + x] += a0 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r1t6(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    ib2 = ib + np.uint64(2) * bst
-    ib3 = ib + np.uint64(3) * bst
-    ib4 = ib + np.uint64(4) * bst
-    ib5 = ib + np.uint64(5) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-        b = B[ib2 + x]
-        acc[np.uint64(16) + x] = a0 * b
-        b = B[ib3 + x]
-        acc[np.uint64(24) + x] = a0 * b
-        b = B[ib4 + x]
-        acc[np.uint64(32) + x] = a0 * b
-        b = B[ib5 + x]
-        acc[np.uint64(40) + x] = a0 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-            b = B[ib2 + pb + x]
-            acc[np.uint64(16) + x] += a0 * b
-            b = B[ib3 + pb + x]
-            acc[np.uint64(24) + x] += a0 * b
-            b = B[ib4 + pb + x]
-            acc[np.uint64(32) + x] += a0 * b
-            b = B[ib5 + pb + x]
-            acc[np.uint64(40) + x] += a0 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r1t7(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    ib2 = ib + np.uint64(2) * bst
-    ib3 = ib + np.uint64(3) * bst
-    ib4 = ib + np.uint64(4) * bst
-    ib5 = ib + np.uint64(5) * bst
-    ib6 = ib + np.uint64(6) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-        b = B[ib2 + x]
-        acc[np.uint64(16) + x] = a0 * b
-        b = B[ib3 + x]
-        acc[np.uint64(24) + x] = a0 * b
-        b = B[ib4 + x]
-        acc[np.uint64(32) + x] = a0 * b
-        b = B[ib5 + x]
-        acc[np.uint64(40) + x] = a0 * b
-        b = B[ib6 + x]
-        acc[np.uint64(48) + x] = a0 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-            b = B[ib2 + pb + x]
-            acc[np.uint64(16) + x] += a0 * b
-            b = B[ib3 + pb + x]
-            acc[np.uint64(24) + x] += a0 * b
-            b = B[ib4 + pb + x]
-            acc[np.uint64(32) + x] += a0 * b
-            b = B[ib5 + pb + x]
-            acc[np.uint64(40) + x] += a0 * b
-            b = B[ib6 + pb + x]
-            acc[np.uint64(48) + x] += a0 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r1t8(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    ib2 = ib + np.uint64(2) * bst
-    ib3 = ib + np.uint64(3) * bst
-    ib4 = ib + np.uint64(4) * bst
-    ib5 = ib + np.uint64(5) * bst
-    ib6 = ib + np.uint64(6) * bst
-    ib7 = ib + np.uint64(7) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-        b = B[ib2 + x]
-        acc[np.uint64(16) + x] = a0 * b
-        b = B[ib3 + x]
-        acc[np.uint64(24) + x] = a0 * b
-        b = B[ib4 + x]
-        acc[np.uint64(32) + x] = a0 * b
-        b = B[ib5 + x]
-        acc[np.uint64(40) + x] = a0 * b
-        b = B[ib6 + x]
-        acc[np.uint64(48) + x] = a0 * b
-        b = B[ib7 + x]
-        acc[np.uint64(56) + x] = a0 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-            b = B[ib2 + pb + x]
-            acc[np.uint64(16) + x] += a0 * b
-            b = B[ib3 + pb + x]
-            acc[np.uint64(24) + x] += a0 * b
-            b = B[ib4 + pb + x]
-            acc[np.uint64(32) + x] += a0 * b
-            b = B[ib5 + pb + x]
-            acc[np.uint64(40) + x] += a0 * b
-            b = B[ib6 + pb + x]
-            acc[np.uint64(48) + x] += a0 * b
-            b = B[ib7 + pb + x]
-            acc[np.uint64(56) + x] += a0 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r1t9(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    ib2 = ib + np.uint64(2) * bst
-    ib3 = ib + np.uint64(3) * bst
-    ib4 = ib + np.uint64(4) * bst
-    ib5 = ib + np.uint64(5) * bst
-    ib6 = ib + np.uint64(6) * bst
-    ib7 = ib + np.uint64(7) * bst
-    ib8 = ib + np.uint64(8) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-        b = B[ib2 + x]
-        acc[np.uint64(16) + x] = a0 * b
-        b = B[ib3 + x]
-        acc[np.uint64(24) + x] = a0 * b
-        b = B[ib4 + x]
-        acc[np.uint64(32) + x] = a0 * b
-        b = B[ib5 + x]
-        acc[np.uint64(40) + x] = a0 * b
-        b = B[ib6 + x]
-        acc[np.uint64(48) + x] = a0 * b
-        b = B[ib7 + x]
-        acc[np.uint64(56) + x] = a0 * b
-        b = B[ib8 + x]
-        acc[np.uint64(64) + x] = a0 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-            b = B[ib2 + pb + x]
-            acc[np.uint64(16) + x] += a0 * b
-            b = B[ib3 + pb + x]
-            acc[np.uint64(24) + x] += a0 * b
-            b = B[ib4 + pb + x]
-            acc[np.uint64(32) + x] += a0 * b
-            b = B[ib5 + pb + x]
-            acc[np.uint64(40) + x] += a0 * b
-            b = B[ib6 + pb + x]
-            acc[np.uint64(48) + x] += a0 * b
-            b = B[ib7 + pb + x]
-            acc[np.uint64(56) + x] += a0 * b
-            b = B[ib8 + pb + x]
-            acc[np.uint64(64) + x] += a0 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r2t1(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        a1 = A[ia1 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        acc[np.uint64(8) + x] = a1 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pa1 = ia1 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            a1 = A[pa1 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            acc[np.uint64(8) + x] += a1 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r2t2(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        a1 = A[ia1 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        acc[np.uint64(16) + x] = a1 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-        acc[np.uint64(24) + x] = a1 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pa1 = ia1 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            a1 = A[pa1 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            acc[np.uint64(16) + x] += a1 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-            acc[np.uint64(24) + x] += a1 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r2t3(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    ib2 = ib + np.uint64(2) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        a1 = A[ia1 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        acc[np.uint64(24) + x] = a1 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-        acc[np.uint64(32) + x] = a1 * b
-        b = B[ib2 + x]
-        acc[np.uint64(16) + x] = a0 * b
-        acc[np.uint64(40) + x] = a1 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pa1 = ia1 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            a1 = A[pa1 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            acc[np.uint64(24) + x] += a1 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-            acc[np.uint64(32) + x] += a1 * b
-            b = B[ib2 + pb + x]
-            acc[np.uint64(16) + x] += a0 * b
-            acc[np.uint64(40) + x] += a1 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r2t4(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    ib2 = ib + np.uint64(2) * bst
-    ib3 = ib + np.uint64(3) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        a1 = A[ia1 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        acc[np.uint64(32) + x] = a1 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-        acc[np.uint64(40) + x] = a1 * b
-        b = B[ib2 + x]
-        acc[np.uint64(16) + x] = a0 * b
-        acc[np.uint64(48) + x] = a1 * b
-        b = B[ib3 + x]
-        acc[np.uint64(24) + x] = a0 * b
-        acc[np.uint64(56) + x] = a1 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pa1 = ia1 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            a1 = A[pa1 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            acc[np.uint64(32) + x] += a1 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-            acc[np.uint64(40) + x] += a1 * b
-            b = B[ib2 + pb + x]
-            acc[np.uint64(16) + x] += a0 * b
-            acc[np.uint64(48) + x] += a1 * b
-            b = B[ib3 + pb + x]
-            acc[np.uint64(24) + x] += a0 * b
-            acc[np.uint64(56) + x] += a1 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r2t5(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    ib2 = ib + np.uint64(2) * bst
-    ib3 = ib + np.uint64(3) * bst
-    ib4 = ib + np.uint64(4) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        a1 = A[ia1 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        acc[np.uint64(40) + x] = a1 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-        acc[np.uint64(48) + x] = a1 * b
-        b = B[ib2 + x]
-        acc[np.uint64(16) + x] = a0 * b
-        acc[np.uint64(56) + x] = a1 * b
-        b = B[ib3 + x]
-        acc[np.uint64(24) + x] = a0 * b
-        acc[np.uint64(64) + x] = a1 * b
-        b = B[ib4 + x]
-        acc[np.uint64(32) + x] = a0 * b
-        acc[np.uint64(72) + x] = a1 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pa1 = ia1 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            a1 = A[pa1 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            acc[np.uint64(40) + x] += a1 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-            acc[np.uint64(48) + x] += a1 * b
-            b = B[ib2 + pb + x]
-            acc[np.uint64(16) + x] += a0 * b
-            acc[np.uint64(56) + x] += a1 * b
-            b = B[ib3 + pb + x]
-            acc[np.uint64(24) + x] += a0 * b
-            acc[np.uint64(64) + x] += a1 * b
-            b = B[ib4 + pb + x]
-            acc[np.uint64(32) + x] += a0 * b
-            acc[np.uint64(72) + x] += a1 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r2t6(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    ib2 = ib + np.uint64(2) * bst
-    ib3 = ib + np.uint64(3) * bst
-    ib4 = ib + np.uint64(4) * bst
-    ib5 = ib + np.uint64(5) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        a1 = A[ia1 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        acc[np.uint64(48) + x] = a1 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-        acc[np.uint64(56) + x] = a1 * b
-        b = B[ib2 + x]
-        acc[np.uint64(16) + x] = a0 * b
-        acc[np.uint64(64) + x] = a1 * b
-        b = B[ib3 + x]
-        acc[np.uint64(24) + x] = a0 * b
-        acc[np.uint64(72) + x] = a1 * b
-        b = B[ib4 + x]
-        acc[np.uint64(32) + x] = a0 * b
-        acc[np.uint64(80) + x] = a1 * b
-        b = B[ib5 + x]
-        acc[np.uint64(40) + x] = a0 * b
-        acc[np.uint64(88) + x] = a1 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pa1 = ia1 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            a1 = A[pa1 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            acc[np.uint64(48) + x] += a1 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-            acc[np.uint64(56) + x] += a1 * b
-            b = B[ib2 + pb + x]
-            acc[np.uint64(16) + x] += a0 * b
-            acc[np.uint64(64) + x] += a1 * b
-            b = B[ib3 + pb + x]
-            acc[np.uint64(24) + x] += a0 * b
-            acc[np.uint64(72) + x] += a1 * b
-            b = B[ib4 + pb + x]
-            acc[np.uint64(32) + x] += a0 * b
-            acc[np.uint64(80) + x] += a1 * b
-            b = B[ib5 + pb + x]
-            acc[np.uint64(40) + x] += a0 * b
-            acc[np.uint64(88) + x] += a1 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r2t7(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    ib2 = ib + np.uint64(2) * bst
-    ib3 = ib + np.uint64(3) * bst
-    ib4 = ib + np.uint64(4) * bst
-    ib5 = ib + np.uint64(5) * bst
-    ib6 = ib + np.uint64(6) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        a1 = A[ia1 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        acc[np.uint64(56) + x] = a1 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-        acc[np.uint64(64) + x] = a1 * b
-        b = B[ib2 + x]
-        acc[np.uint64(16) + x] = a0 * b
-        acc[np.uint64(72) + x] = a1 * b
-        b = B[ib3 + x]
-        acc[np.uint64(24) + x] = a0 * b
-        acc[np.uint64(80) + x] = a1 * b
-        b = B[ib4 + x]
-        acc[np.uint64(32) + x] = a0 * b
-        acc[np.uint64(88) + x] = a1 * b
-        b = B[ib5 + x]
-        acc[np.uint64(40) + x] = a0 * b
-        acc[np.uint64(96) + x] = a1 * b
-        b = B[ib6 + x]
-        acc[np.uint64(48) + x] = a0 * b
-        acc[np.uint64(104) + x] = a1 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pa1 = ia1 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            a1 = A[pa1 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            acc[np.uint64(56) + x] += a1 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-            acc[np.uint64(64) + x] += a1 * b
-            b = B[ib2 + pb + x]
-            acc[np.uint64(16) + x] += a0 * b
-            acc[np.uint64(72) + x] += a1 * b
-            b = B[ib3 + pb + x]
-            acc[np.uint64(24) + x] += a0 * b
-            acc[np.uint64(80) + x] += a1 * b
-            b = B[ib4 + pb + x]
-            acc[np.uint64(32) + x] += a0 * b
-            acc[np.uint64(88) + x] += a1 * b
-            b = B[ib5 + pb + x]
-            acc[np.uint64(40) + x] += a0 * b
-            acc[np.uint64(96) + x] += a1 * b
-            b = B[ib6 + pb + x]
-            acc[np.uint64(48) + x] += a0 * b
-            acc[np.uint64(104) + x] += a1 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r2t8(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    ib2 = ib + np.uint64(2) * bst
-    ib3 = ib + np.uint64(3) * bst
-    ib4 = ib + np.uint64(4) * bst
-    ib5 = ib + np.uint64(5) * bst
-    ib6 = ib + np.uint64(6) * bst
-    ib7 = ib + np.uint64(7) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        a1 = A[ia1 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        acc[np.uint64(64) + x] = a1 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-        acc[np.uint64(72) + x] = a1 * b
-        b = B[ib2 + x]
-        acc[np.uint64(16) + x] = a0 * b
-        acc[np.uint64(80) + x] = a1 * b
-        b = B[ib3 + x]
-        acc[np.uint64(24) + x] = a0 * b
-        acc[np.uint64(88) + x] = a1 * b
-        b = B[ib4 + x]
-        acc[np.uint64(32) + x] = a0 * b
-        acc[np.uint64(96) + x] = a1 * b
-        b = B[ib5 + x]
-        acc[np.uint64(40) + x] = a0 * b
-        acc[np.uint64(104) + x] = a1 * b
-        b = B[ib6 + x]
-        acc[np.uint64(48) + x] = a0 * b
-        acc[np.uint64(112) + x] = a1 * b
-        b = B[ib7 + x]
-        acc[np.uint64(56) + x] = a0 * b
-        acc[np.uint64(120) + x] = a1 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pa1 = ia1 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            a1 = A[pa1 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            acc[np.uint64(64) + x] += a1 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-            acc[np.uint64(72) + x] += a1 * b
-            b = B[ib2 + pb + x]
-            acc[np.uint64(16) + x] += a0 * b
-            acc[np.uint64(80) + x] += a1 * b
-            b = B[ib3 + pb + x]
-            acc[np.uint64(24) + x] += a0 * b
-            acc[np.uint64(88) + x] += a1 * b
-            b = B[ib4 + pb + x]
-            acc[np.uint64(32) + x] += a0 * b
-            acc[np.uint64(96) + x] += a1 * b
-            b = B[ib5 + pb + x]
-            acc[np.uint64(40) + x] += a0 * b
-            acc[np.uint64(104) + x] += a1 * b
-            b = B[ib6 + pb + x]
-            acc[np.uint64(48) + x] += a0 * b
-            acc[np.uint64(112) + x] += a1 * b
-            b = B[ib7 + pb + x]
-            acc[np.uint64(56) + x] += a0 * b
-            acc[np.uint64(120) + x] += a1 * b
-
-
-@nb.njit(**_JIT)
-def xfwd_r2t9(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    ia0 = np.uint64(ia0); ia1 = np.uint64(ia1); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
-    ib0 = ib + np.uint64(0) * bst
-    ib1 = ib + np.uint64(1) * bst
-    ib2 = ib + np.uint64(2) * bst
-    ib3 = ib + np.uint64(3) * bst
-    ib4 = ib + np.uint64(4) * bst
-    ib5 = ib + np.uint64(5) * bst
-    ib6 = ib + np.uint64(6) * bst
-    ib7 = ib + np.uint64(7) * bst
-    ib8 = ib + np.uint64(8) * bst
-    for x in range(np.uint64(8)):
-        a0 = A[ia0 + x]
-        a1 = A[ia1 + x]
-        b = B[ib0 + x]
-        acc[np.uint64(0) + x] = a0 * b
-        acc[np.uint64(72) + x] = a1 * b
-        b = B[ib1 + x]
-        acc[np.uint64(8) + x] = a0 * b
-        acc[np.uint64(80) + x] = a1 * b
-        b = B[ib2 + x]
-        acc[np.uint64(16) + x] = a0 * b
-        acc[np.uint64(88) + x] = a1 * b
-        b = B[ib3 + x]
-        acc[np.uint64(24) + x] = a0 * b
-        acc[np.uint64(96) + x] = a1 * b
-        b = B[ib4 + x]
-        acc[np.uint64(32) + x] = a0 * b
-        acc[np.uint64(104) + x] = a1 * b
-        b = B[ib5 + x]
-        acc[np.uint64(40) + x] = a0 * b
-        acc[np.uint64(112) + x] = a1 * b
-        b = B[ib6 + x]
-        acc[np.uint64(48) + x] = a0 * b
-        acc[np.uint64(120) + x] = a1 * b
-        b = B[ib7 + x]
-        acc[np.uint64(56) + x] = a0 * b
-        acc[np.uint64(128) + x] = a1 * b
-        b = B[ib8 + x]
-        acc[np.uint64(64) + x] = a0 * b
-        acc[np.uint64(136) + x] = a1 * b
-    for c in range(np.uint64(1), np.uint64(C)):
-        pa0 = ia0 + c * acs
-        pa1 = ia1 + c * acs
-        pb = c * bcs
-        for x in range(np.uint64(8)):
-            a0 = A[pa0 + x]
-            a1 = A[pa1 + x]
-            b = B[ib0 + pb + x]
-            acc[np.uint64(0) + x] += a0 * b
-            acc[np.uint64(72) + x] += a1 * b
-            b = B[ib1 + pb + x]
-            acc[np.uint64(8) + x] += a0 * b
-            acc[np.uint64(80) + x] += a1 * b
-            b = B[ib2 + pb + x]
-            acc[np.uint64(16) + x] += a0 * b
-            acc[np.uint64(88) + x] += a1 * b
-            b = B[ib3 + pb + x]
-            acc[np.uint64(24) + x] += a0 * b
-            acc[np.uint64(96) + x] += a1 * b
-            b = B[ib4 + pb + x]
-            acc[np.uint64(32) + x] += a0 * b
-            acc[np.uint64(104) + x] += a1 * b
-            b = B[ib5 + pb + x]
-            acc[np.uint64(40) + x] += a0 * b
-            acc[np.uint64(112) + x] += a1 * b
-            b = B[ib6 + pb + x]
-            acc[np.uint64(48) + x] += a0 * b
-            acc[np.uint64(120) + x] += a1 * b
-            b = B[ib7 + pb + x]
-            acc[np.uint64(56) + x] += a0 * b
-            acc[np.uint64(128) + x] += a1 * b
-            b = B[ib8 + pb + x]
-            acc[np.uint64(64) + x] += a0 * b
-            acc[np.uint64(136) + x] += a1 * b
-
-
-@nb.njit(**_JIT)
-def xsum_c8(G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, acc):
-    g0 = np.uint64(g0); gsi = np.uint64(gsi); gsk = np.uint64(gsk); x0 = np.uint64(x0); xcs = np.uint64(xcs); xsi = np.uint64(xsi); xsk = np.uint64(xsk)
-    xc0 = np.uint64(0) * xcs
-    xc1 = np.uint64(1) * xcs
-    xc2 = np.uint64(2) * xcs
-    xc3 = np.uint64(3) * xcs
-    xc4 = np.uint64(4) * xcs
-    xc5 = np.uint64(5) * xcs
-    xc6 = np.uint64(6) * xcs
-    xc7 = np.uint64(7) * xcs
-    for x in range(np.uint64(64)):
-        acc[x] = 0
-    for i in range(np.uint64(ni)):
-        for k in range(np.uint64(nk)):
-            pg = g0 + i * gsi + k * gsk
-            px = x0 + i * xsi + k * xsk
-            for x in range(np.uint64(8)):
-                g = G[pg + x]
-                acc[np.uint64(0) + x] += g * X[px + xc0 + x]
-                acc[np.uint64(8) + x] += g * X[px + xc1 + x]
-                acc[np.uint64(16) + x] += g * X[px + xc2 + x]
-                acc[np.uint64(24) + x] += g * X[px + xc3 + x]
-                acc[np.uint64(32) + x] += g * X[px + xc4 + x]
-                acc[np.uint64(40) + x] += g * X[px + xc5 + x]
-                acc[np.uint64(48) + x] += g * X[px + xc6 + x]
-                acc[np.uint64(56) + x] += g * X[px + xc7 + x]
-
-
-@nb.njit(**_JIT)
-def xsum_c4(G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, acc):
-    g0 = np.uint64(g0); gsi = np.uint64(gsi); gsk = np.uint64(gsk); x0 = np.uint64(x0); xcs = np.uint64(xcs); xsi = np.uint64(xsi); xsk = np.uint64(xsk)
-    xc0 = np.uint64(0) * xcs
-    xc1 = np.uint64(1) * xcs
-    xc2 = np.uint64(2) * xcs
-    xc3 = np.uint64(3) * xcs
-    for x in range(np.uint64(32)):
-        acc[x] = 0
-    for i in range(np.uint64(ni)):
-        for k in range(np.uint64(nk)):
-            pg = g0 + i * gsi + k * gsk
-            px = x0 + i * xsi + k * xsk
-            for x in range(np.uint64(8)):
-                g = G[pg + x]
-                acc[np.uint64(0) + x] += g * X[px + xc0 + x]
-                acc[np.uint64(8) + x] += g * X[px + xc1 + x]
-                acc[np.uint64(16) + x] += g * X[px + xc2 + x]
-                acc[np.uint64(24) + x] += g * X[px + xc3 + x]
-
-
-@nb.njit(**_JIT)
-def xsum_c2(G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, acc):
-    g0 = np.uint64(g0); gsi = np.uint64(gsi); gsk = np.uint64(gsk); x0 = np.uint64(x0); xcs = np.uint64(xcs); xsi = np.uint64(xsi); xsk = np.uint64(xsk)
-    xc0 = np.uint64(0) * xcs
-    xc1 = np.uint64(1) * xcs
-    for x in range(np.uint64(16)):
-        acc[x] = 0
-    for i in range(np.uint64(ni)):
-        for k in range(np.uint64(nk)):
-            pg = g0 + i * gsi + k * gsk
-            px = x0 + i * xsi + k * xsk
-            for x in range(np.uint64(8)):
-                g = G[pg + x]
-                acc[np.uint64(0) + x] += g * X[px + xc0 + x]
-                acc[np.uint64(8) + x] += g * X[px + xc1 + x]
-
-
-@nb.njit(**_JIT)
-def xsum_c1(G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, acc):
-    g0 = np.uint64(g0); gsi = np.uint64(gsi); gsk = np.uint64(gsk); x0 = np.uint64(x0); xcs = np.uint64(xcs); xsi = np.uint64(xsi); xsk = np.uint64(xsk)
-    xc0 = np.uint64(0) * xcs
-    for x in range(np.uint64(8)):
-        acc[x] = 0
-    for i in range(np.uint64(ni)):
-        for k in range(np.uint64(nk)):
-            pg = g0 + i * gsi + k * gsk
-            px = x0 + i * xsi + k * xsk
-            for x in range(np.uint64(8)):
-                g = G[pg + x]
-                acc[np.uint64(0) + x] += g * X[px + xc0 + x]
-
-
-@nb.njit(**_JIT)
-def xfwd_block(R, T, A, ia0, ia1, acs, B, ib, bcs, bst, C, acc):
-    """``xfwd_r{R}t{T}``."""
-    if R == 1 and T == 1:
-        xfwd_r1t1(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 1 and T == 2:
-        xfwd_r1t2(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 1 and T == 3:
-        xfwd_r1t3(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 1 and T == 4:
-        xfwd_r1t4(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 1 and T == 5:
-        xfwd_r1t5(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 1 and T == 6:
-        xfwd_r1t6(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 1 and T == 7:
-        xfwd_r1t7(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 1 and T == 8:
-        xfwd_r1t8(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 1 and T == 9:
-        xfwd_r1t9(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 2 and T == 1:
-        xfwd_r2t1(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 2 and T == 2:
-        xfwd_r2t2(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 2 and T == 3:
-        xfwd_r2t3(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 2 and T == 4:
-        xfwd_r2t4(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 2 and T == 5:
-        xfwd_r2t5(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 2 and T == 6:
-        xfwd_r2t6(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 2 and T == 7:
-        xfwd_r2t7(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 2 and T == 8:
-        xfwd_r2t8(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-    elif R == 2 and T == 9:
-        xfwd_r2t9(A, ia0, ia1, acs, B, ib, bcs, bst, C, acc)
-
-
-@nb.njit(**_JIT)
-def xsum_block(K, G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, acc):
-    """``xsum_c{K}``."""
-    if K == 8:
-        xsum_c8(G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, acc)
-    elif K == 4:
-        xsum_c4(G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, acc)
-    elif K == 2:
-        xsum_c2(G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, acc)
-    elif K == 1:
-        xsum_c1(G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, acc)
-
-
-@nb.njit(**_JIT)
-def xfwd_tail(A, ia, acs, B, ib, bcs, bst, C, T, acc):
-    """One pixel of ``xfwd_r1t{T}``: ``acc[t]``."""
-    ia = np.uint64(ia); acs = np.uint64(acs); ib = np.uint64(ib); bcs = np.uint64(bcs); bst = np.uint64(bst)
+def _put(out, base, plane, t0, T, dxn, rev, acc, aoff, n):
+    """``out[base + txo*plane + l] = acc[aoff + t*LANES + l]``: ``T`` displacements, ``n`` lanes."""
     for t in range(T):
-        acc[t] = 0
-    for c in range(np.uint64(C)):
-        a = A[ia + c * acs]
-        pb = ib + c * bcs
-        for t in range(np.uint64(T)):
-            acc[t] += a * B[pb + t * bst]
+        tt = t0 + t
+        txo = dxn - 1 - tt if rev else tt
+        o = base + txo * plane
+        a = aoff + t * LANES
+        for lane in range(n):
+            out[o + lane] = acc[a + lane]
 
 
 @nb.njit(**_JIT)
-def xsum_tail(K, G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, acc):
-    """One pixel of ``xsum_c{K}``: ``acc[j]``."""
-    g0 = np.uint64(g0); gsi = np.uint64(gsi); gsk = np.uint64(gsk)
-    x0 = np.uint64(x0); xcs = np.uint64(xcs); xsi = np.uint64(xsi); xsk = np.uint64(xsk)
+def _add_lanes(dst, base, stride, K, acc, lo, hi):
+    """``dst[base + j*stride + l] += acc[j*LANES + l]`` for ``j < K``, ``lo <= l < hi``."""
     for j in range(K):
-        acc[j] = 0
-    for i in range(np.uint64(ni)):
-        for k in range(np.uint64(nk)):
-            g = G[g0 + i * gsi + k * gsk]
-            px = x0 + i * xsi + k * xsk
-            for j in range(np.uint64(K)):
-                acc[j] += g * X[px + j * xcs]
+        for lane in range(lo, hi):
+            dst[base + j * stride + lane] += acc[j * LANES + lane]
+
+
+@nb.njit(**_JIT)
+def _zero_rows(out, base, plane, dxn, n):
+    for t in range(dxn):
+        o = base + t * plane
+        for x in range(n):
+            out[o + x] = 0
+
+
+@nb.njit(**_PJIT)
+def forward_r1t1(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 1 row(s) x 1 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(1 * 1 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 1 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 1):
+                T = min(1, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 1):  # straight into the output
+                        xfwd_r1t1(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r1t1(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 1 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (1 - 1) * 1 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r1t2(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 1 row(s) x 2 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(1 * 2 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 1 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 2):
+                T = min(2, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 2):  # straight into the output
+                        xfwd_r1t2(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r1t2(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 2 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (1 - 1) * 2 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r1t3(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 1 row(s) x 3 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(1 * 3 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 1 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 3):
+                T = min(3, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 3):  # straight into the output
+                        xfwd_r1t3(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r1t3(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 3 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (1 - 1) * 3 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r1t4(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 1 row(s) x 4 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(1 * 4 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 1 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 4):
+                T = min(4, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 4):  # straight into the output
+                        xfwd_r1t4(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r1t4(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 4 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (1 - 1) * 4 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r1t5(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 1 row(s) x 5 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(1 * 5 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 1 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 5):
+                T = min(5, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 5):  # straight into the output
+                        xfwd_r1t5(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r1t5(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 5 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (1 - 1) * 5 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r1t6(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 1 row(s) x 6 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(1 * 6 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 1 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 6):
+                T = min(6, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 6):  # straight into the output
+                        xfwd_r1t6(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r1t6(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 6 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (1 - 1) * 6 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r1t7(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 1 row(s) x 7 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(1 * 7 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 1 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 7):
+                T = min(7, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 7):  # straight into the output
+                        xfwd_r1t7(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r1t7(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 7 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (1 - 1) * 7 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r1t8(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 1 row(s) x 8 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(1 * 8 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 1 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 8):
+                T = min(8, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 8):  # straight into the output
+                        xfwd_r1t8(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r1t8(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 8 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (1 - 1) * 8 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r1t9(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 1 row(s) x 9 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(1 * 9 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 1 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 9):
+                T = min(9, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 9):  # straight into the output
+                        xfwd_r1t9(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r1t9(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 9 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (1 - 1) * 9 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r2t1(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 2 row(s) x 1 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(2 * 1 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 2 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 1):
+                T = min(1, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 1):  # straight into the output
+                        xfwd_r2t1(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r2t1(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 1 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (2 - 1) * 1 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r2t2(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 2 row(s) x 2 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(2 * 2 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 2 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 2):
+                T = min(2, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 2):  # straight into the output
+                        xfwd_r2t2(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r2t2(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 2 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (2 - 1) * 2 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r2t3(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 2 row(s) x 3 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(2 * 3 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 2 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 3):
+                T = min(3, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 3):  # straight into the output
+                        xfwd_r2t3(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r2t3(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 3 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (2 - 1) * 3 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r2t4(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 2 row(s) x 4 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(2 * 4 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 2 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 4):
+                T = min(4, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 4):  # straight into the output
+                        xfwd_r2t4(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r2t4(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 4 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (2 - 1) * 4 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r2t5(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 2 row(s) x 5 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(2 * 5 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 2 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 5):
+                T = min(5, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 5):  # straight into the output
+                        xfwd_r2t5(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r2t5(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 5 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (2 - 1) * 5 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r2t6(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 2 row(s) x 6 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(2 * 6 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 2 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 6):
+                T = min(6, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 6):  # straight into the output
+                        xfwd_r2t6(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r2t6(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 6 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (2 - 1) * 6 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r2t7(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 2 row(s) x 7 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(2 * 7 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 2 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 7):
+                T = min(7, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 7):  # straight into the output
+                        xfwd_r2t7(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r2t7(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 7 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (2 - 1) * 7 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r2t8(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 2 row(s) x 8 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(2 * 8 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 2 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 8):
+                T = min(8, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 8):  # straight into the output
+                        xfwd_r2t8(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r2t8(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 8 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (2 - 1) * 8 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def forward_r2t9(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+    """Forward in blocks of 2 row(s) x 9 displacements (see ``cpu_xkernels``)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    p, qq = pair
+    plane = ho * wo
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    tstep = -plane if rev else plane
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+        i1 = i0 + p if p > 0 else ho
+        if i0 >= ho:
+            continue
+        two = i1 < ho
+        bi = bg // groups
+        g = bg % groups
+        acc = np.empty(2 * 9 * LANES, out.dtype)
+        ya0 = y0 + i0 * sy
+        ya1 = y0 + i1 * sy
+        ok0 = (ya0 >= 0) & (ya0 < h)
+        ok1 = two & (ya1 >= 0) & (ya1 < h)
+        cbase = bi * b_b + g * cg * b_c
+        # both rows are always computed (a clamped row stands in for one outside the map or past
+        # the last, and its results are not written)
+        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+        ob0 = bg * dyn * dxn * plane + i0 * wo
+        ob1 = bg * dyn * dxn * plane + i1 * wo
+        lo = min(0, -qq) if two else 0
+        hi = max(dyn, dyn - qq) if two else dyn
+        for k in range(lo, hi):
+            iy0 = k
+            iy1 = k + qq
+            v0 = (iy0 >= 0) & (iy0 < dyn)
+            v1 = two & (iy1 >= 0) & (iy1 < dyn)
+            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+            inside = (yb >= 0) & (yb < h)
+            c0 = v0 & ok0 & inside
+            c1 = v1 & ok1 & inside
+            o0 = ob0 + iy0 * dxn * plane
+            o1 = ob1 + iy1 * dxn * plane
+            if v0 & ~c0:
+                _zero_rows(out, o0, plane, dxn, wo)
+            if v1 & ~c1:
+                _zero_rows(out, o1, plane, dxn, wo)
+            if ~(c0 | c1):
+                continue
+            every = c0 if 2 == 1 else c0 & c1
+            bbase = cbase + yb * b_r + bxo
+            for t0 in range(0, dxn, 9):
+                T = min(9, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == 9):  # straight into the output
+                        xfwd_r2t9(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r2t9(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, 9 * LANES, LANES, scale)
+                        if c0:
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                        if c1:
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (2 - 1) * 9 * LANES, n)
+    return out
+
+
+@nb.njit(**_PJIT)
+def grad_f1_c8(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, scale):
+    """Adds the ``f1`` gradient of channels ``c_lo .. c_hi`` of each group to ``GA``, 8 at a time.
+
+    ``G``: the incoming gradient, rows of ``g_r`` values with pixel 0 at column ``gx0``.
+    """
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    gplane = ho * g_r
+    ctot = groups * cg
+    for task in nb.prange(nbat * groups * ho):
+        bg = task // ho
+        i = task % ho
+        bi = bg // groups
+        g = bg % groups
+        ya = y0 + i * sy
+        if ya < 0 or ya >= h:
+            continue
+        ty_lo = dyn
+        ty_hi = -1
+        for ty in range(dyn):
+            yb = ya + dy0 + ty * sdy
+            if 0 <= yb < h:
+                ty_lo = min(ty_lo, ty)
+                ty_hi = max(ty_hi, ty)
+        if ty_hi < 0:
+            continue
+        ni = ty_hi - ty_lo + 1
+        acc = np.empty(8 * LANES, GA.dtype)
+        gbase = (bg * dyn + ty_lo) * dxn * gplane + i * g_r + gx0
+        gsk = gplane
+        if rev:
+            gbase += (dxn - 1) * gplane
+            gsk = -gplane
+        gsi = dxn * gplane
+        xbase = bi * b_b + g * cg * b_c + (ya + dy0 + ty_lo * sdy) * b_r + bxo
+        xsi = sdy * b_r
+        abase = (bi * ctot + g * cg) * h * w + ya * w + ax0
+        lane_lo = max(0, -ax0)
+        lane_hi = min(wo, w - ax0)
+        for c0 in range(c_lo, c_hi, 8):
+            for x in range(0, wo, LANES):
+                lo = max(lane_lo - x, 0)
+                hi = min(lane_hi - x, LANES)
+                if hi <= lo:
+                    continue
+                o = abase + c0 * h * w + x
+                if (lo == 0) & (hi == LANES):
+                    xsum_c8(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, GA, o, h * w, scale, 1)
+                else:
+                    xsum_c8(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, acc, 0, LANES, scale, 0)
+                    _add_lanes(GA, o, h * w, 8, acc, lo, hi)
+    return GA
+
+
+@nb.njit(**_PJIT)
+def grad_f1_c4(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, scale):
+    """Adds the ``f1`` gradient of channels ``c_lo .. c_hi`` of each group to ``GA``, 4 at a time.
+
+    ``G``: the incoming gradient, rows of ``g_r`` values with pixel 0 at column ``gx0``.
+    """
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    gplane = ho * g_r
+    ctot = groups * cg
+    for task in nb.prange(nbat * groups * ho):
+        bg = task // ho
+        i = task % ho
+        bi = bg // groups
+        g = bg % groups
+        ya = y0 + i * sy
+        if ya < 0 or ya >= h:
+            continue
+        ty_lo = dyn
+        ty_hi = -1
+        for ty in range(dyn):
+            yb = ya + dy0 + ty * sdy
+            if 0 <= yb < h:
+                ty_lo = min(ty_lo, ty)
+                ty_hi = max(ty_hi, ty)
+        if ty_hi < 0:
+            continue
+        ni = ty_hi - ty_lo + 1
+        acc = np.empty(4 * LANES, GA.dtype)
+        gbase = (bg * dyn + ty_lo) * dxn * gplane + i * g_r + gx0
+        gsk = gplane
+        if rev:
+            gbase += (dxn - 1) * gplane
+            gsk = -gplane
+        gsi = dxn * gplane
+        xbase = bi * b_b + g * cg * b_c + (ya + dy0 + ty_lo * sdy) * b_r + bxo
+        xsi = sdy * b_r
+        abase = (bi * ctot + g * cg) * h * w + ya * w + ax0
+        lane_lo = max(0, -ax0)
+        lane_hi = min(wo, w - ax0)
+        for c0 in range(c_lo, c_hi, 4):
+            for x in range(0, wo, LANES):
+                lo = max(lane_lo - x, 0)
+                hi = min(lane_hi - x, LANES)
+                if hi <= lo:
+                    continue
+                o = abase + c0 * h * w + x
+                if (lo == 0) & (hi == LANES):
+                    xsum_c4(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, GA, o, h * w, scale, 1)
+                else:
+                    xsum_c4(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, acc, 0, LANES, scale, 0)
+                    _add_lanes(GA, o, h * w, 4, acc, lo, hi)
+    return GA
+
+
+@nb.njit(**_PJIT)
+def grad_f1_c2(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, scale):
+    """Adds the ``f1`` gradient of channels ``c_lo .. c_hi`` of each group to ``GA``, 2 at a time.
+
+    ``G``: the incoming gradient, rows of ``g_r`` values with pixel 0 at column ``gx0``.
+    """
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    gplane = ho * g_r
+    ctot = groups * cg
+    for task in nb.prange(nbat * groups * ho):
+        bg = task // ho
+        i = task % ho
+        bi = bg // groups
+        g = bg % groups
+        ya = y0 + i * sy
+        if ya < 0 or ya >= h:
+            continue
+        ty_lo = dyn
+        ty_hi = -1
+        for ty in range(dyn):
+            yb = ya + dy0 + ty * sdy
+            if 0 <= yb < h:
+                ty_lo = min(ty_lo, ty)
+                ty_hi = max(ty_hi, ty)
+        if ty_hi < 0:
+            continue
+        ni = ty_hi - ty_lo + 1
+        acc = np.empty(2 * LANES, GA.dtype)
+        gbase = (bg * dyn + ty_lo) * dxn * gplane + i * g_r + gx0
+        gsk = gplane
+        if rev:
+            gbase += (dxn - 1) * gplane
+            gsk = -gplane
+        gsi = dxn * gplane
+        xbase = bi * b_b + g * cg * b_c + (ya + dy0 + ty_lo * sdy) * b_r + bxo
+        xsi = sdy * b_r
+        abase = (bi * ctot + g * cg) * h * w + ya * w + ax0
+        lane_lo = max(0, -ax0)
+        lane_hi = min(wo, w - ax0)
+        for c0 in range(c_lo, c_hi, 2):
+            for x in range(0, wo, LANES):
+                lo = max(lane_lo - x, 0)
+                hi = min(lane_hi - x, LANES)
+                if hi <= lo:
+                    continue
+                o = abase + c0 * h * w + x
+                if (lo == 0) & (hi == LANES):
+                    xsum_c2(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, GA, o, h * w, scale, 1)
+                else:
+                    xsum_c2(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, acc, 0, LANES, scale, 0)
+                    _add_lanes(GA, o, h * w, 2, acc, lo, hi)
+    return GA
+
+
+@nb.njit(**_PJIT)
+def grad_f1_c1(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, scale):
+    """Adds the ``f1`` gradient of channels ``c_lo .. c_hi`` of each group to ``GA``, 1 at a time.
+
+    ``G``: the incoming gradient, rows of ``g_r`` values with pixel 0 at column ``gx0``.
+    """
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    gplane = ho * g_r
+    ctot = groups * cg
+    for task in nb.prange(nbat * groups * ho):
+        bg = task // ho
+        i = task % ho
+        bi = bg // groups
+        g = bg % groups
+        ya = y0 + i * sy
+        if ya < 0 or ya >= h:
+            continue
+        ty_lo = dyn
+        ty_hi = -1
+        for ty in range(dyn):
+            yb = ya + dy0 + ty * sdy
+            if 0 <= yb < h:
+                ty_lo = min(ty_lo, ty)
+                ty_hi = max(ty_hi, ty)
+        if ty_hi < 0:
+            continue
+        ni = ty_hi - ty_lo + 1
+        acc = np.empty(1 * LANES, GA.dtype)
+        gbase = (bg * dyn + ty_lo) * dxn * gplane + i * g_r + gx0
+        gsk = gplane
+        if rev:
+            gbase += (dxn - 1) * gplane
+            gsk = -gplane
+        gsi = dxn * gplane
+        xbase = bi * b_b + g * cg * b_c + (ya + dy0 + ty_lo * sdy) * b_r + bxo
+        xsi = sdy * b_r
+        abase = (bi * ctot + g * cg) * h * w + ya * w + ax0
+        lane_lo = max(0, -ax0)
+        lane_hi = min(wo, w - ax0)
+        for c0 in range(c_lo, c_hi, 1):
+            for x in range(0, wo, LANES):
+                lo = max(lane_lo - x, 0)
+                hi = min(lane_hi - x, LANES)
+                if hi <= lo:
+                    continue
+                o = abase + c0 * h * w + x
+                if (lo == 0) & (hi == LANES):
+                    xsum_c1(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, GA, o, h * w, scale, 1)
+                else:
+                    xsum_c1(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, acc, 0, LANES, scale, 0)
+                    _add_lanes(GA, o, h * w, 1, acc, lo, hi)
+    return GA
+
+
+@nb.njit(**_PJIT)
+def grad_f2_c8(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
+    """Adds the ``f2`` gradient of channels ``c_lo .. c_hi`` of each group to ``GB``, 8 at a time.
+
+    ``G`` as for ``grad_f1``, readable (zeros) ``span`` columns either side of its pixels and up to
+    ``nz``; ``A`` likewise.  One task per ``f2`` row: the output rows and vertical displacements that
+    reach it form an arithmetic progression, and each block of ``f2`` columns sums over them and over
+    every horizontal displacement in registers.
+    """
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    gplane = ho * g_r
+    ctot = groups * cg
+    for task in nb.prange(nbat * groups * h):
+        bg = task // h
+        yb = task % h
+        bi = bg // groups
+        g = bg % groups
+        n = 0
+        ty_f = 0
+        i_f = 0
+        ty_s = 0
+        i_s = 0
+        for ty in range(dyn):
+            num = yb - y0 - dy0 - ty * sdy
+            if num % sy != 0:
+                continue
+            i = num // sy
+            ya = y0 + i * sy
+            if i < 0 or i >= ho or ya < 0 or ya >= h:
+                continue
+            if n == 0:
+                ty_f = ty
+                i_f = i
+            elif n == 1:
+                ty_s = ty
+                i_s = i
+            n += 1
+        if n == 0:
+            continue
+        dty = ty_s - ty_f if n > 1 else 0
+        di = i_s - i_f if n > 1 else 0
+        gsi = dty * dxn * gplane + di * g_r
+        gsk = -gplane - sdx if rev else gplane - sdx
+        g0 = (bg * dyn + ty_f) * dxn * gplane + i_f * g_r + gx0
+        if rev:
+            g0 += (dxn - 1) * gplane
+        asi = di * sy * a_r
+        a0 = bi * a_b + g * cg * a_c + (y0 + i_f * sy) * a_r + axo
+        acc = np.empty(8 * LANES, GB.dtype)
+        rowbase = (bi * ctot + g * cg) * h * w + yb * w + bx0
+        lane_lo = max(0, -bx0)
+        lane_hi = min(nz, w - bx0)
+        for c0 in range(c_lo, c_hi, 8):
+            for z in range(lane_lo - lane_lo % LANES, lane_hi, LANES):
+                lo = max(lane_lo - z, 0)
+                hi = min(lane_hi - z, LANES)
+                o = rowbase + c0 * h * w + z
+                if (lo == 0) & (hi == LANES):
+                    xsum_c8(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, -sdx, GB, o, h * w, scale, 1)
+                else:
+                    xsum_c8(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, -sdx, acc, 0, LANES, scale, 0)
+                    _add_lanes(GB, o, h * w, 8, acc, lo, hi)
+    return GB
+
+
+@nb.njit(**_PJIT)
+def grad_f2_c4(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
+    """Adds the ``f2`` gradient of channels ``c_lo .. c_hi`` of each group to ``GB``, 4 at a time.
+
+    ``G`` as for ``grad_f1``, readable (zeros) ``span`` columns either side of its pixels and up to
+    ``nz``; ``A`` likewise.  One task per ``f2`` row: the output rows and vertical displacements that
+    reach it form an arithmetic progression, and each block of ``f2`` columns sums over them and over
+    every horizontal displacement in registers.
+    """
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    gplane = ho * g_r
+    ctot = groups * cg
+    for task in nb.prange(nbat * groups * h):
+        bg = task // h
+        yb = task % h
+        bi = bg // groups
+        g = bg % groups
+        n = 0
+        ty_f = 0
+        i_f = 0
+        ty_s = 0
+        i_s = 0
+        for ty in range(dyn):
+            num = yb - y0 - dy0 - ty * sdy
+            if num % sy != 0:
+                continue
+            i = num // sy
+            ya = y0 + i * sy
+            if i < 0 or i >= ho or ya < 0 or ya >= h:
+                continue
+            if n == 0:
+                ty_f = ty
+                i_f = i
+            elif n == 1:
+                ty_s = ty
+                i_s = i
+            n += 1
+        if n == 0:
+            continue
+        dty = ty_s - ty_f if n > 1 else 0
+        di = i_s - i_f if n > 1 else 0
+        gsi = dty * dxn * gplane + di * g_r
+        gsk = -gplane - sdx if rev else gplane - sdx
+        g0 = (bg * dyn + ty_f) * dxn * gplane + i_f * g_r + gx0
+        if rev:
+            g0 += (dxn - 1) * gplane
+        asi = di * sy * a_r
+        a0 = bi * a_b + g * cg * a_c + (y0 + i_f * sy) * a_r + axo
+        acc = np.empty(4 * LANES, GB.dtype)
+        rowbase = (bi * ctot + g * cg) * h * w + yb * w + bx0
+        lane_lo = max(0, -bx0)
+        lane_hi = min(nz, w - bx0)
+        for c0 in range(c_lo, c_hi, 4):
+            for z in range(lane_lo - lane_lo % LANES, lane_hi, LANES):
+                lo = max(lane_lo - z, 0)
+                hi = min(lane_hi - z, LANES)
+                o = rowbase + c0 * h * w + z
+                if (lo == 0) & (hi == LANES):
+                    xsum_c4(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, -sdx, GB, o, h * w, scale, 1)
+                else:
+                    xsum_c4(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, -sdx, acc, 0, LANES, scale, 0)
+                    _add_lanes(GB, o, h * w, 4, acc, lo, hi)
+    return GB
+
+
+@nb.njit(**_PJIT)
+def grad_f2_c2(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
+    """Adds the ``f2`` gradient of channels ``c_lo .. c_hi`` of each group to ``GB``, 2 at a time.
+
+    ``G`` as for ``grad_f1``, readable (zeros) ``span`` columns either side of its pixels and up to
+    ``nz``; ``A`` likewise.  One task per ``f2`` row: the output rows and vertical displacements that
+    reach it form an arithmetic progression, and each block of ``f2`` columns sums over them and over
+    every horizontal displacement in registers.
+    """
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    gplane = ho * g_r
+    ctot = groups * cg
+    for task in nb.prange(nbat * groups * h):
+        bg = task // h
+        yb = task % h
+        bi = bg // groups
+        g = bg % groups
+        n = 0
+        ty_f = 0
+        i_f = 0
+        ty_s = 0
+        i_s = 0
+        for ty in range(dyn):
+            num = yb - y0 - dy0 - ty * sdy
+            if num % sy != 0:
+                continue
+            i = num // sy
+            ya = y0 + i * sy
+            if i < 0 or i >= ho or ya < 0 or ya >= h:
+                continue
+            if n == 0:
+                ty_f = ty
+                i_f = i
+            elif n == 1:
+                ty_s = ty
+                i_s = i
+            n += 1
+        if n == 0:
+            continue
+        dty = ty_s - ty_f if n > 1 else 0
+        di = i_s - i_f if n > 1 else 0
+        gsi = dty * dxn * gplane + di * g_r
+        gsk = -gplane - sdx if rev else gplane - sdx
+        g0 = (bg * dyn + ty_f) * dxn * gplane + i_f * g_r + gx0
+        if rev:
+            g0 += (dxn - 1) * gplane
+        asi = di * sy * a_r
+        a0 = bi * a_b + g * cg * a_c + (y0 + i_f * sy) * a_r + axo
+        acc = np.empty(2 * LANES, GB.dtype)
+        rowbase = (bi * ctot + g * cg) * h * w + yb * w + bx0
+        lane_lo = max(0, -bx0)
+        lane_hi = min(nz, w - bx0)
+        for c0 in range(c_lo, c_hi, 2):
+            for z in range(lane_lo - lane_lo % LANES, lane_hi, LANES):
+                lo = max(lane_lo - z, 0)
+                hi = min(lane_hi - z, LANES)
+                o = rowbase + c0 * h * w + z
+                if (lo == 0) & (hi == LANES):
+                    xsum_c2(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, -sdx, GB, o, h * w, scale, 1)
+                else:
+                    xsum_c2(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, -sdx, acc, 0, LANES, scale, 0)
+                    _add_lanes(GB, o, h * w, 2, acc, lo, hi)
+    return GB
+
+
+@nb.njit(**_PJIT)
+def grad_f2_c1(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
+    """Adds the ``f2`` gradient of channels ``c_lo .. c_hi`` of each group to ``GB``, 1 at a time.
+
+    ``G`` as for ``grad_f1``, readable (zeros) ``span`` columns either side of its pixels and up to
+    ``nz``; ``A`` likewise.  One task per ``f2`` row: the output rows and vertical displacements that
+    reach it form an arithmetic progression, and each block of ``f2`` columns sums over them and over
+    every horizontal displacement in registers.
+    """
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    gplane = ho * g_r
+    ctot = groups * cg
+    for task in nb.prange(nbat * groups * h):
+        bg = task // h
+        yb = task % h
+        bi = bg // groups
+        g = bg % groups
+        n = 0
+        ty_f = 0
+        i_f = 0
+        ty_s = 0
+        i_s = 0
+        for ty in range(dyn):
+            num = yb - y0 - dy0 - ty * sdy
+            if num % sy != 0:
+                continue
+            i = num // sy
+            ya = y0 + i * sy
+            if i < 0 or i >= ho or ya < 0 or ya >= h:
+                continue
+            if n == 0:
+                ty_f = ty
+                i_f = i
+            elif n == 1:
+                ty_s = ty
+                i_s = i
+            n += 1
+        if n == 0:
+            continue
+        dty = ty_s - ty_f if n > 1 else 0
+        di = i_s - i_f if n > 1 else 0
+        gsi = dty * dxn * gplane + di * g_r
+        gsk = -gplane - sdx if rev else gplane - sdx
+        g0 = (bg * dyn + ty_f) * dxn * gplane + i_f * g_r + gx0
+        if rev:
+            g0 += (dxn - 1) * gplane
+        asi = di * sy * a_r
+        a0 = bi * a_b + g * cg * a_c + (y0 + i_f * sy) * a_r + axo
+        acc = np.empty(1 * LANES, GB.dtype)
+        rowbase = (bi * ctot + g * cg) * h * w + yb * w + bx0
+        lane_lo = max(0, -bx0)
+        lane_hi = min(nz, w - bx0)
+        for c0 in range(c_lo, c_hi, 1):
+            for z in range(lane_lo - lane_lo % LANES, lane_hi, LANES):
+                lo = max(lane_lo - z, 0)
+                hi = min(lane_hi - z, LANES)
+                o = rowbase + c0 * h * w + z
+                if (lo == 0) & (hi == LANES):
+                    xsum_c1(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, -sdx, GB, o, h * w, scale, 1)
+                else:
+                    xsum_c1(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, -sdx, acc, 0, LANES, scale, 0)
+                    _add_lanes(GB, o, h * w, 1, acc, lo, hi)
+    return GB

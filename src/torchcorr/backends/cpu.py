@@ -196,11 +196,19 @@ class _XProblem:
     """Arrays and integers of one call of the pixel-vectorised kernels (see ``cpu_xkernels``)."""
 
     def __init__(self, f1: Tensor, f2: Tensor, grid: _Grid, groups: int, acc: torch.dtype, ty0: int, cnt: int):
+        k = _xkernels
         b, c, h, w = f1.shape
-        span = (grid.dxn - 1) * grid.sdx
-        self.a, self.axo = _cols(f1, acc, grid.x0, grid.nx)
-        self.b, self.bxo = _cols(f2, acc, grid.x0 + grid.dx0, grid.nx + span)
-        self.h, self.w = h, w
+        lanes = k.LANES
+        self.gw = -(-grid.nx // lanes) * lanes  # pixels rounded up to whole blocks
+        self.t_block = k.displacement_block(grid.dxn)
+        dxn_pad = -(-grid.dxn // self.t_block) * self.t_block
+        self.acc = acc
+        self.span = (grid.dxn - 1) * grid.sdx
+        self.nz = grid.nx + self.span  # f2 columns a row of pixels reaches
+        self.nz_pad = -(-self.nz // lanes) * lanes
+        self.a, self.axo = _cols(f1, acc, grid.x0, self.gw)
+        self.b, self.bxo = _cols(f2, acc, grid.x0 + grid.dx0, self.gw + (dxn_pad - 1) * grid.sdx)
+        self.w = w
         self.dims = (b, groups, c // groups, h)
         dy0 = grid.dy0 + ty0 * grid.sdy
         self.geo = (grid.ny, grid.nx, cnt, grid.dxn, grid.y0, grid.sy, dy0, grid.sdy, grid.sdx, grid.rev)
@@ -208,57 +216,61 @@ class _XProblem:
         if cnt > 1 and grid.sdy != 0:
             p = abs(grid.sdy) // math.gcd(grid.sy, abs(grid.sdy))
             qq = -(p * grid.sy) // grid.sdy
+            if p >= grid.ny:  # no two rows share an f2 row
+                p = qq = 0
         self.pair = (p, qq)
         self.x0, self.bx0 = grid.x0, grid.x0 + grid.dx0
 
     @staticmethod
-    def strides(x: Tensor) -> tuple[int, int, int]:
+    def _arr(x: Tensor):
+        return x.view(-1).numpy()
+
+    @staticmethod
+    def _strides(x: Tensor) -> tuple[int, int, int]:
         _, c, h, w = x.shape
         return c * h * w, h * w, w
 
+    def grad_layout(self, wide: bool) -> tuple[int, int]:
+        """``(row length, column of pixel 0)`` of the incoming gradient the kernels read: rows
+        rounded up to whole blocks, and for the ``f2`` gradient (``wide``) ``span`` zeros on the
+        left and enough on the right for every shifted block."""
+        if not wide:
+            return self.gw, 0
+        return self.span + self.nz_pad, self.span
+
+    def pad_grad(self, g: Tensor, wide: bool) -> tuple[Tensor, int, int]:
+        g_r, gx0 = self.grad_layout(wide)
+        g = g.contiguous()
+        if g.shape[-1] != g_r:
+            g = F.pad(g, (gx0, g_r - gx0 - g.shape[-1]))
+        return g, g_r, gx0
+
     def forward(self, out: Tensor, scale: float) -> None:
-        k = _xkernels
-        k.forward(
-            self.a.view(-1).numpy(),
-            *self.strides(self.a),
-            self.axo,
-            self.b.view(-1).numpy(),
-            *self.strides(self.b),
-            self.bxo,
-            out.view(-1).numpy(),
-            self.dims,
-            self.geo,
-            self.pair,
-            float(scale),
-        )
+        a, b = self.a, self.b
+        _xkernels.forward(
+            self._arr(a), self._strides(a), self.axo, self._arr(b), self._strides(b), self.bxo,
+            self._arr(out), self.dims, self.geo, self.pair, self.t_block, float(scale),
+        )  # fmt: skip
 
-    def grad_f1(self, gout: Tensor, g1: Tensor, scale: float) -> None:
+    def grad_f1(self, g: Tensor, g_r: int, gx0: int, g1: Tensor, scale: float) -> None:
+        b = self.b
         _xkernels.grad_f1(
-            gout.view(-1).numpy(),
-            self.b.view(-1).numpy(),
-            *self.strides(self.b),
-            self.bxo,
-            g1.view(-1).numpy(),
-            self.w,
-            self.x0,
-            self.dims,
-            self.geo,
-            float(scale),
-        )
+            self._arr(g), g_r, gx0, self._arr(b), self._strides(b), self.bxo,
+            self._arr(g1), self.w, self.x0, self.dims, self.geo, float(scale),
+        )  # fmt: skip
 
-    def grad_f2(self, gout: Tensor, g2: Tensor, scale: float) -> None:
+    def grad_f2(self, f1: Tensor, g: Tensor, g_r: int, gx0: int, g2: Tensor, scale: float) -> None:
+        # f1's pixels with the zeros the shifted reads need on both sides (zeros, not f1's other
+        # columns: a NaN there would otherwise reach the gradient through 0 * NaN)
+        b, c, h, w = f1.shape
+        a = f1.new_zeros((b, c, h, g_r), dtype=self.acc)
+        lo, hi = max(0, -self.x0), min(self.geo[1], w - self.x0)
+        if hi > lo:
+            a[..., gx0 + lo : gx0 + hi] = f1[..., self.x0 + lo : self.x0 + hi]
         _xkernels.grad_f2(
-            gout.view(-1).numpy(),
-            self.a.view(-1).numpy(),
-            *self.strides(self.a),
-            self.axo,
-            g2.view(-1).numpy(),
-            self.w,
-            self.bx0,
-            self.dims,
-            self.geo,
-            float(scale),
-        )
+            self._arr(g), g_r, gx0, self._arr(a), self._strides(a), gx0,
+            self._arr(g2), self.w, self.bx0, self.nz, self.dims, self.geo, float(scale),
+        )  # fmt: skip
 
 
 def _box_chunks(grid: _Grid) -> list[tuple[int, int]]:
@@ -283,17 +295,19 @@ def _box(u: Tensor, geometry: Geometry, ho: int, wo: int) -> Tensor:
     return out
 
 
-def _box_adjoint(g: Tensor, geometry: Geometry, ny: int, nx: int) -> Tensor:
-    """The adjoint of :func:`_box`: spreads ``(..., ho, wo)`` back onto the one-tap grid."""
+def _box_adjoint(g: Tensor, geometry: Geometry, ny: int, nx: int, width: int, left: int) -> Tensor:
+    """The adjoint of :func:`_box`: spreads ``(..., ho, wo)`` back onto the one-tap grid, in rows
+    of ``width`` values with the grid's ``nx`` columns from column ``left`` (zeros elsewhere)."""
     gy, gx = geometry.y, geometry.x
     ho, wo = g.shape[-2:]
     v = g.new_zeros((*g.shape[:-2], ny, wo))
     for i in range(gy.kernel_size):
         v[..., i * gy.kernel_dilation :: gy.stride, :][..., :ho, :] += g
-    u = g.new_zeros((*g.shape[:-2], ny, nx))
+    full = g.new_zeros((*g.shape[:-2], ny, width))
+    u = full[..., left : left + nx]
     for j in range(gx.kernel_size):
         u[..., j * gx.kernel_dilation :: gx.stride][..., :wo] += v
-    return u
+    return full
 
 
 def _xforward(f1: Tensor, f2: Tensor, geometry: Geometry, grid: _Grid, groups: int, scale: float, acc) -> Tensor:
@@ -313,14 +327,19 @@ def _xforward(f1: Tensor, f2: Tensor, geometry: Geometry, grid: _Grid, groups: i
 
 
 def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None:
+    wide = g2 is not None
     for ty0, cnt in [(0, grid.dyn)] if grid.unit else _box_chunks(grid):
         prob = _XProblem(f1, f2, grid, groups, acc, ty0, cnt)
         g = gout[:, :, ty0 : ty0 + cnt]
-        g = g.contiguous() if grid.unit else _box_adjoint(g, geometry, grid.ny, grid.nx)
+        if grid.unit:
+            g, g_r, gx0 = prob.pad_grad(g, wide)
+        else:
+            g_r, gx0 = prob.grad_layout(wide)
+            g = _box_adjoint(g, geometry, grid.ny, grid.nx, g_r, gx0)
         if g1 is not None:
-            prob.grad_f1(g, g1, scale)
+            prob.grad_f1(g, g_r, gx0, g1, scale)
         if g2 is not None:
-            prob.grad_f2(g, g2, scale)
+            prob.grad_f2(f1, g, g_r, gx0, g2, scale)
 
 
 # --------------------------------------------------------------------------------------------
