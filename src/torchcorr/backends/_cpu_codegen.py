@@ -194,10 +194,12 @@ def _zero_rows(out, base, plane, dxn, n):
             out[o + x] = 0'''
 
 FWD_DRIVER = '''@nb.njit(**_PJIT)
-def forward_r__R__t__T__(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of __R__ row(s) x __T__ displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -262,14 +264,16 @@ def forward_r__R__t__T__(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims
     return out'''
 
 G1_DRIVER = '''@nb.njit(**_PJIT)
-def grad_f1_c__K__(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, scale):
+def grad_f1_c__K__(G, g_strides, gx0, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, scale):
     """Adds the ``f1`` gradient of channels ``c_lo .. c_hi`` of each group to ``GA``, __K__ at a time.
 
-    ``G``: the incoming gradient, rows of ``g_r`` values with pixel 0 at column ``gx0``.
+    ``G``: the incoming gradient, strides ``g_strides`` (batch-group, displacement row, displacement,
+    output row) and pixel 0 at column ``gx0``.
     """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
-    gplane = ho * g_r
+    g_bg, g_y, g_t, g_i = g_strides
+    b_b, b_c, b_r = b_strides
     ctot = groups * cg
     for task in nb.prange(nbat * groups * ho):
         bg = task // ho
@@ -290,12 +294,12 @@ def grad_f1_c__K__(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, d
             continue
         ni = ty_hi - ty_lo + 1
         acc = np.empty(__K__ * LANES, GA.dtype)
-        gbase = (bg * dyn + ty_lo) * dxn * gplane + i * g_r + gx0
-        gsk = gplane
+        gbase = bg * g_bg + ty_lo * g_y + i * g_i + gx0
+        gsk = g_t
         if rev:
-            gbase += (dxn - 1) * gplane
-            gsk = -gplane
-        gsi = dxn * gplane
+            gbase += (dxn - 1) * g_t
+            gsk = -g_t
+        gsi = g_y
         xbase = bi * b_b + g * cg * b_c + (ya + dy0 + ty_lo * sdy) * b_r + bxo
         xsi = sdy * b_r
         abase = (bi * ctot + g * cg) * h * w + ya * w + ax0
@@ -316,17 +320,18 @@ def grad_f1_c__K__(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, d
     return GA'''
 
 G2_DRIVER = '''@nb.njit(**_PJIT)
-def grad_f2_c__K__(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
+def grad_f2_c__K__(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
     """Adds the ``f2`` gradient of channels ``c_lo .. c_hi`` of each group to ``GB``, __K__ at a time.
 
-    ``G`` as for ``grad_f1``, readable (zeros) ``span`` columns either side of its pixels and up to
+    ``G`` as for ``grad_f1``, readable (zeros) ``span`` columns left of its pixels and up to
     ``nz``; ``A`` likewise.  One task per ``f2`` row: the output rows and vertical displacements that
     reach it form an arithmetic progression, and each block of ``f2`` columns sums over them and over
     every horizontal displacement in registers.
     """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
-    gplane = ho * g_r
+    g_bg, g_y, g_t, g_i = g_strides
+    a_b, a_c, a_r = a_strides
     ctot = groups * cg
     for task in nb.prange(nbat * groups * h):
         bg = task // h
@@ -357,11 +362,11 @@ def grad_f2_c__K__(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_h
             continue
         dty = ty_s - ty_f if n > 1 else 0
         di = i_s - i_f if n > 1 else 0
-        gsi = dty * dxn * gplane + di * g_r
-        gsk = -gplane - sdx if rev else gplane - sdx
-        g0 = (bg * dyn + ty_f) * dxn * gplane + i_f * g_r + gx0
+        gsi = dty * g_y + di * g_i
+        gsk = -g_t - sdx if rev else g_t - sdx
+        g0 = bg * g_bg + ty_f * g_y + i_f * g_i + gx0
         if rev:
-            g0 += (dxn - 1) * gplane
+            g0 += (dxn - 1) * g_t
         asi = di * sy * a_r
         a0 = bi * a_b + g * cg * a_c + (y0 + i_f * sy) * a_r + axo
         acc = np.empty(__K__ * LANES, GB.dtype)

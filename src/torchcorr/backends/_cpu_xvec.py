@@ -42,10 +42,12 @@ def _zero_rows(out, base, plane, dxn, n):
 
 
 @nb.njit(**_PJIT)
-def forward_r1t1(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r1t1(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 1 row(s) x 1 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -111,10 +113,12 @@ def forward_r1t1(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r1t2(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r1t2(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 1 row(s) x 2 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -180,10 +184,12 @@ def forward_r1t2(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r1t3(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r1t3(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 1 row(s) x 3 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -249,10 +255,12 @@ def forward_r1t3(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r1t4(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r1t4(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 1 row(s) x 4 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -318,10 +326,12 @@ def forward_r1t4(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r1t5(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r1t5(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 1 row(s) x 5 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -387,10 +397,12 @@ def forward_r1t5(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r1t6(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r1t6(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 1 row(s) x 6 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -456,10 +468,12 @@ def forward_r1t6(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r1t7(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r1t7(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 1 row(s) x 7 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -525,10 +539,12 @@ def forward_r1t7(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r1t8(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r1t8(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 1 row(s) x 8 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -594,10 +610,12 @@ def forward_r1t8(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r1t9(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r1t9(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 1 row(s) x 9 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -663,10 +681,12 @@ def forward_r1t9(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r2t1(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r2t1(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 2 row(s) x 1 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -732,10 +752,12 @@ def forward_r2t1(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r2t2(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r2t2(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 2 row(s) x 2 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -801,10 +823,12 @@ def forward_r2t2(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r2t3(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r2t3(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 2 row(s) x 3 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -870,10 +894,12 @@ def forward_r2t3(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r2t4(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r2t4(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 2 row(s) x 4 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -939,10 +965,12 @@ def forward_r2t4(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r2t5(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r2t5(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 2 row(s) x 5 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -1008,10 +1036,12 @@ def forward_r2t5(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r2t6(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r2t6(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 2 row(s) x 6 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -1077,10 +1107,12 @@ def forward_r2t6(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r2t7(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r2t7(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 2 row(s) x 7 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -1146,10 +1178,12 @@ def forward_r2t7(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r2t8(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r2t8(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 2 row(s) x 8 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -1215,10 +1249,12 @@ def forward_r2t8(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def forward_r2t9(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, pair, scale):
+def forward_r2t9(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
     """Forward in blocks of 2 row(s) x 9 displacements (see ``cpu_xkernels``)."""
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    a_b, a_c, a_r = a_strides
+    b_b, b_c, b_r = b_strides
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
@@ -1284,14 +1320,16 @@ def forward_r2t9(A, a_b, a_c, a_r, axo, B, b_b, b_c, b_r, bxo, out, dims, geo, p
 
 
 @nb.njit(**_PJIT)
-def grad_f1_c8(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, scale):
+def grad_f1_c8(G, g_strides, gx0, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, scale):
     """Adds the ``f1`` gradient of channels ``c_lo .. c_hi`` of each group to ``GA``, 8 at a time.
 
-    ``G``: the incoming gradient, rows of ``g_r`` values with pixel 0 at column ``gx0``.
+    ``G``: the incoming gradient, strides ``g_strides`` (batch-group, displacement row, displacement,
+    output row) and pixel 0 at column ``gx0``.
     """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
-    gplane = ho * g_r
+    g_bg, g_y, g_t, g_i = g_strides
+    b_b, b_c, b_r = b_strides
     ctot = groups * cg
     for task in nb.prange(nbat * groups * ho):
         bg = task // ho
@@ -1312,12 +1350,12 @@ def grad_f1_c8(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims,
             continue
         ni = ty_hi - ty_lo + 1
         acc = np.empty(8 * LANES, GA.dtype)
-        gbase = (bg * dyn + ty_lo) * dxn * gplane + i * g_r + gx0
-        gsk = gplane
+        gbase = bg * g_bg + ty_lo * g_y + i * g_i + gx0
+        gsk = g_t
         if rev:
-            gbase += (dxn - 1) * gplane
-            gsk = -gplane
-        gsi = dxn * gplane
+            gbase += (dxn - 1) * g_t
+            gsk = -g_t
+        gsi = g_y
         xbase = bi * b_b + g * cg * b_c + (ya + dy0 + ty_lo * sdy) * b_r + bxo
         xsi = sdy * b_r
         abase = (bi * ctot + g * cg) * h * w + ya * w + ax0
@@ -1339,14 +1377,16 @@ def grad_f1_c8(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims,
 
 
 @nb.njit(**_PJIT)
-def grad_f1_c4(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, scale):
+def grad_f1_c4(G, g_strides, gx0, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, scale):
     """Adds the ``f1`` gradient of channels ``c_lo .. c_hi`` of each group to ``GA``, 4 at a time.
 
-    ``G``: the incoming gradient, rows of ``g_r`` values with pixel 0 at column ``gx0``.
+    ``G``: the incoming gradient, strides ``g_strides`` (batch-group, displacement row, displacement,
+    output row) and pixel 0 at column ``gx0``.
     """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
-    gplane = ho * g_r
+    g_bg, g_y, g_t, g_i = g_strides
+    b_b, b_c, b_r = b_strides
     ctot = groups * cg
     for task in nb.prange(nbat * groups * ho):
         bg = task // ho
@@ -1367,12 +1407,12 @@ def grad_f1_c4(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims,
             continue
         ni = ty_hi - ty_lo + 1
         acc = np.empty(4 * LANES, GA.dtype)
-        gbase = (bg * dyn + ty_lo) * dxn * gplane + i * g_r + gx0
-        gsk = gplane
+        gbase = bg * g_bg + ty_lo * g_y + i * g_i + gx0
+        gsk = g_t
         if rev:
-            gbase += (dxn - 1) * gplane
-            gsk = -gplane
-        gsi = dxn * gplane
+            gbase += (dxn - 1) * g_t
+            gsk = -g_t
+        gsi = g_y
         xbase = bi * b_b + g * cg * b_c + (ya + dy0 + ty_lo * sdy) * b_r + bxo
         xsi = sdy * b_r
         abase = (bi * ctot + g * cg) * h * w + ya * w + ax0
@@ -1394,14 +1434,16 @@ def grad_f1_c4(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims,
 
 
 @nb.njit(**_PJIT)
-def grad_f1_c2(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, scale):
+def grad_f1_c2(G, g_strides, gx0, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, scale):
     """Adds the ``f1`` gradient of channels ``c_lo .. c_hi`` of each group to ``GA``, 2 at a time.
 
-    ``G``: the incoming gradient, rows of ``g_r`` values with pixel 0 at column ``gx0``.
+    ``G``: the incoming gradient, strides ``g_strides`` (batch-group, displacement row, displacement,
+    output row) and pixel 0 at column ``gx0``.
     """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
-    gplane = ho * g_r
+    g_bg, g_y, g_t, g_i = g_strides
+    b_b, b_c, b_r = b_strides
     ctot = groups * cg
     for task in nb.prange(nbat * groups * ho):
         bg = task // ho
@@ -1422,12 +1464,12 @@ def grad_f1_c2(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims,
             continue
         ni = ty_hi - ty_lo + 1
         acc = np.empty(2 * LANES, GA.dtype)
-        gbase = (bg * dyn + ty_lo) * dxn * gplane + i * g_r + gx0
-        gsk = gplane
+        gbase = bg * g_bg + ty_lo * g_y + i * g_i + gx0
+        gsk = g_t
         if rev:
-            gbase += (dxn - 1) * gplane
-            gsk = -gplane
-        gsi = dxn * gplane
+            gbase += (dxn - 1) * g_t
+            gsk = -g_t
+        gsi = g_y
         xbase = bi * b_b + g * cg * b_c + (ya + dy0 + ty_lo * sdy) * b_r + bxo
         xsi = sdy * b_r
         abase = (bi * ctot + g * cg) * h * w + ya * w + ax0
@@ -1449,14 +1491,16 @@ def grad_f1_c2(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims,
 
 
 @nb.njit(**_PJIT)
-def grad_f1_c1(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, scale):
+def grad_f1_c1(G, g_strides, gx0, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, scale):
     """Adds the ``f1`` gradient of channels ``c_lo .. c_hi`` of each group to ``GA``, 1 at a time.
 
-    ``G``: the incoming gradient, rows of ``g_r`` values with pixel 0 at column ``gx0``.
+    ``G``: the incoming gradient, strides ``g_strides`` (batch-group, displacement row, displacement,
+    output row) and pixel 0 at column ``gx0``.
     """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
-    gplane = ho * g_r
+    g_bg, g_y, g_t, g_i = g_strides
+    b_b, b_c, b_r = b_strides
     ctot = groups * cg
     for task in nb.prange(nbat * groups * ho):
         bg = task // ho
@@ -1477,12 +1521,12 @@ def grad_f1_c1(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims,
             continue
         ni = ty_hi - ty_lo + 1
         acc = np.empty(1 * LANES, GA.dtype)
-        gbase = (bg * dyn + ty_lo) * dxn * gplane + i * g_r + gx0
-        gsk = gplane
+        gbase = bg * g_bg + ty_lo * g_y + i * g_i + gx0
+        gsk = g_t
         if rev:
-            gbase += (dxn - 1) * gplane
-            gsk = -gplane
-        gsi = dxn * gplane
+            gbase += (dxn - 1) * g_t
+            gsk = -g_t
+        gsi = g_y
         xbase = bi * b_b + g * cg * b_c + (ya + dy0 + ty_lo * sdy) * b_r + bxo
         xsi = sdy * b_r
         abase = (bi * ctot + g * cg) * h * w + ya * w + ax0
@@ -1504,17 +1548,18 @@ def grad_f1_c1(G, g_r, gx0, B, b_b, b_c, b_r, bxo, GA, w, ax0, c_lo, c_hi, dims,
 
 
 @nb.njit(**_PJIT)
-def grad_f2_c8(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
+def grad_f2_c8(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
     """Adds the ``f2`` gradient of channels ``c_lo .. c_hi`` of each group to ``GB``, 8 at a time.
 
-    ``G`` as for ``grad_f1``, readable (zeros) ``span`` columns either side of its pixels and up to
+    ``G`` as for ``grad_f1``, readable (zeros) ``span`` columns left of its pixels and up to
     ``nz``; ``A`` likewise.  One task per ``f2`` row: the output rows and vertical displacements that
     reach it form an arithmetic progression, and each block of ``f2`` columns sums over them and over
     every horizontal displacement in registers.
     """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
-    gplane = ho * g_r
+    g_bg, g_y, g_t, g_i = g_strides
+    a_b, a_c, a_r = a_strides
     ctot = groups * cg
     for task in nb.prange(nbat * groups * h):
         bg = task // h
@@ -1545,11 +1590,11 @@ def grad_f2_c8(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, d
             continue
         dty = ty_s - ty_f if n > 1 else 0
         di = i_s - i_f if n > 1 else 0
-        gsi = dty * dxn * gplane + di * g_r
-        gsk = -gplane - sdx if rev else gplane - sdx
-        g0 = (bg * dyn + ty_f) * dxn * gplane + i_f * g_r + gx0
+        gsi = dty * g_y + di * g_i
+        gsk = -g_t - sdx if rev else g_t - sdx
+        g0 = bg * g_bg + ty_f * g_y + i_f * g_i + gx0
         if rev:
-            g0 += (dxn - 1) * gplane
+            g0 += (dxn - 1) * g_t
         asi = di * sy * a_r
         a0 = bi * a_b + g * cg * a_c + (y0 + i_f * sy) * a_r + axo
         acc = np.empty(8 * LANES, GB.dtype)
@@ -1570,17 +1615,18 @@ def grad_f2_c8(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, d
 
 
 @nb.njit(**_PJIT)
-def grad_f2_c4(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
+def grad_f2_c4(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
     """Adds the ``f2`` gradient of channels ``c_lo .. c_hi`` of each group to ``GB``, 4 at a time.
 
-    ``G`` as for ``grad_f1``, readable (zeros) ``span`` columns either side of its pixels and up to
+    ``G`` as for ``grad_f1``, readable (zeros) ``span`` columns left of its pixels and up to
     ``nz``; ``A`` likewise.  One task per ``f2`` row: the output rows and vertical displacements that
     reach it form an arithmetic progression, and each block of ``f2`` columns sums over them and over
     every horizontal displacement in registers.
     """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
-    gplane = ho * g_r
+    g_bg, g_y, g_t, g_i = g_strides
+    a_b, a_c, a_r = a_strides
     ctot = groups * cg
     for task in nb.prange(nbat * groups * h):
         bg = task // h
@@ -1611,11 +1657,11 @@ def grad_f2_c4(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, d
             continue
         dty = ty_s - ty_f if n > 1 else 0
         di = i_s - i_f if n > 1 else 0
-        gsi = dty * dxn * gplane + di * g_r
-        gsk = -gplane - sdx if rev else gplane - sdx
-        g0 = (bg * dyn + ty_f) * dxn * gplane + i_f * g_r + gx0
+        gsi = dty * g_y + di * g_i
+        gsk = -g_t - sdx if rev else g_t - sdx
+        g0 = bg * g_bg + ty_f * g_y + i_f * g_i + gx0
         if rev:
-            g0 += (dxn - 1) * gplane
+            g0 += (dxn - 1) * g_t
         asi = di * sy * a_r
         a0 = bi * a_b + g * cg * a_c + (y0 + i_f * sy) * a_r + axo
         acc = np.empty(4 * LANES, GB.dtype)
@@ -1636,17 +1682,18 @@ def grad_f2_c4(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, d
 
 
 @nb.njit(**_PJIT)
-def grad_f2_c2(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
+def grad_f2_c2(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
     """Adds the ``f2`` gradient of channels ``c_lo .. c_hi`` of each group to ``GB``, 2 at a time.
 
-    ``G`` as for ``grad_f1``, readable (zeros) ``span`` columns either side of its pixels and up to
+    ``G`` as for ``grad_f1``, readable (zeros) ``span`` columns left of its pixels and up to
     ``nz``; ``A`` likewise.  One task per ``f2`` row: the output rows and vertical displacements that
     reach it form an arithmetic progression, and each block of ``f2`` columns sums over them and over
     every horizontal displacement in registers.
     """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
-    gplane = ho * g_r
+    g_bg, g_y, g_t, g_i = g_strides
+    a_b, a_c, a_r = a_strides
     ctot = groups * cg
     for task in nb.prange(nbat * groups * h):
         bg = task // h
@@ -1677,11 +1724,11 @@ def grad_f2_c2(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, d
             continue
         dty = ty_s - ty_f if n > 1 else 0
         di = i_s - i_f if n > 1 else 0
-        gsi = dty * dxn * gplane + di * g_r
-        gsk = -gplane - sdx if rev else gplane - sdx
-        g0 = (bg * dyn + ty_f) * dxn * gplane + i_f * g_r + gx0
+        gsi = dty * g_y + di * g_i
+        gsk = -g_t - sdx if rev else g_t - sdx
+        g0 = bg * g_bg + ty_f * g_y + i_f * g_i + gx0
         if rev:
-            g0 += (dxn - 1) * gplane
+            g0 += (dxn - 1) * g_t
         asi = di * sy * a_r
         a0 = bi * a_b + g * cg * a_c + (y0 + i_f * sy) * a_r + axo
         acc = np.empty(2 * LANES, GB.dtype)
@@ -1702,17 +1749,18 @@ def grad_f2_c2(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, d
 
 
 @nb.njit(**_PJIT)
-def grad_f2_c1(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
+def grad_f2_c1(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
     """Adds the ``f2`` gradient of channels ``c_lo .. c_hi`` of each group to ``GB``, 1 at a time.
 
-    ``G`` as for ``grad_f1``, readable (zeros) ``span`` columns either side of its pixels and up to
+    ``G`` as for ``grad_f1``, readable (zeros) ``span`` columns left of its pixels and up to
     ``nz``; ``A`` likewise.  One task per ``f2`` row: the output rows and vertical displacements that
     reach it form an arithmetic progression, and each block of ``f2`` columns sums over them and over
     every horizontal displacement in registers.
     """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
-    gplane = ho * g_r
+    g_bg, g_y, g_t, g_i = g_strides
+    a_b, a_c, a_r = a_strides
     ctot = groups * cg
     for task in nb.prange(nbat * groups * h):
         bg = task // h
@@ -1743,11 +1791,11 @@ def grad_f2_c1(G, g_r, gx0, A, a_b, a_c, a_r, axo, GB, w, bx0, nz, c_lo, c_hi, d
             continue
         dty = ty_s - ty_f if n > 1 else 0
         di = i_s - i_f if n > 1 else 0
-        gsi = dty * dxn * gplane + di * g_r
-        gsk = -gplane - sdx if rev else gplane - sdx
-        g0 = (bg * dyn + ty_f) * dxn * gplane + i_f * g_r + gx0
+        gsi = dty * g_y + di * g_i
+        gsk = -g_t - sdx if rev else g_t - sdx
+        g0 = bg * g_bg + ty_f * g_y + i_f * g_i + gx0
         if rev:
-            g0 += (dxn - 1) * gplane
+            g0 += (dxn - 1) * g_t
         asi = di * sy * a_r
         a0 = bi * a_b + g * cg * a_c + (y0 + i_f * sy) * a_r + axo
         acc = np.empty(1 * LANES, GB.dtype)

@@ -181,54 +181,84 @@ def _fast(grid: _Grid, mode: str) -> bool:
     return mode == "product" and grid.sx == 1
 
 
-def _cols(x: Tensor, acc: torch.dtype, first: int, count: int) -> tuple[Tensor, int]:
-    """``x`` as contiguous NCHW ``acc`` data whose columns ``first .. first + count`` can be read
-    (zero-padded where they leave the map); returns it and the column of ``first``."""
-    x = x.detach().to(acc).contiguous()
-    w = x.shape[-1]
-    left, right = max(0, -first), max(0, first + count - w)
-    if left or right:
-        x = F.pad(x, (left, right))
-    return x, first + left
+def _rows(x: Tensor, acc: torch.dtype, first: int, count: int, left: int = 0, width: int | None = None):
+    """Columns ``first .. first + count`` of ``x`` (zeros outside the map) as a contiguous
+    ``(B, H, C, width)`` ``acc`` array with column ``first`` at ``left`` and zeros around it.
+
+    Row-major with the channels of a row together: the kernels' channel loop then walks memory
+    with a short constant stride, where NCHW would jump a whole map per channel (a new page each
+    time, which the hardware prefetchers do not follow).  Returns the tensor and its
+    ``(batch, channel, row)`` strides.
+    """
+    b, c, h, w = x.shape
+    width = left + count if width is None else width
+    lo, hi = max(0, -first), min(count, w - first)
+    rows = x.detach().permute(0, 2, 1, 3)
+    if lo == 0 and hi == count and left == 0 and width == count:
+        out = rows[..., first : first + count].to(acc).contiguous()
+    else:
+        out = x.new_zeros((b, h, c, width), dtype=acc)
+        if hi > lo:
+            out[..., left + lo : left + hi] = rows[..., first + lo : first + hi]
+    return out, (h * c * width, width, c * width)
 
 
 class _XProblem:
-    """Arrays and integers of one call of the pixel-vectorised kernels (see ``cpu_xkernels``)."""
+    """Arrays and integers of the pixel-vectorised kernels (see ``cpu_xkernels``) for one call;
+    ``f1`` and ``f2`` are copied once, the displacement rows run in chunks."""
 
-    def __init__(self, f1: Tensor, f2: Tensor, grid: _Grid, groups: int, acc: torch.dtype, ty0: int, cnt: int):
+    def __init__(self, f1: Tensor, f2: Tensor, grid: _Grid, groups: int, acc: torch.dtype) -> None:
         k = _xkernels
         b, c, h, w = f1.shape
         lanes = k.LANES
+        self.f1, self.f2, self.grid, self.acc = f1, f2, grid, acc
         self.gw = -(-grid.nx // lanes) * lanes  # pixels rounded up to whole blocks
         self.t_block = k.displacement_block(grid.dxn)
-        dxn_pad = -(-grid.dxn // self.t_block) * self.t_block
-        self.acc = acc
+        self.dxn_pad = -(-grid.dxn // self.t_block) * self.t_block
         self.span = (grid.dxn - 1) * grid.sdx
         self.nz = grid.nx + self.span  # f2 columns a row of pixels reaches
         self.nz_pad = -(-self.nz // lanes) * lanes
-        self.a, self.axo = _cols(f1, acc, grid.x0, self.gw)
-        self.b, self.bxo = _cols(f2, acc, grid.x0 + grid.dx0, self.gw + (dxn_pad - 1) * grid.sdx)
         self.w = w
         self.dims = (b, groups, c // groups, h)
-        dy0 = grid.dy0 + ty0 * grid.sdy
-        self.geo = (grid.ny, grid.nx, cnt, grid.dxn, grid.y0, grid.sy, dy0, grid.sdy, grid.sdx, grid.rev)
-        p = qq = 0
-        if cnt > 1 and grid.sdy != 0:
-            p = abs(grid.sdy) // math.gcd(grid.sy, abs(grid.sdy))
-            qq = -(p * grid.sy) // grid.sdy
-            if p >= grid.ny:  # no two rows share an f2 row
-                p = qq = 0
-        self.pair = (p, qq)
         self.x0, self.bx0 = grid.x0, grid.x0 + grid.dx0
+        self._a = self._b = self._a_wide = None
+
+    # the arrays, made on first use: only the real pixels of f1 and the reachable columns of f2,
+    # zeros elsewhere (a NaN in f1 beyond the grid must not reach the f2 gradient through 0 * NaN)
+    def a(self):
+        if self._a is None:
+            self._a = _rows(self.f1, self.acc, self.x0, self.grid.nx, width=self.gw)
+        return self._a
+
+    def b(self):
+        if self._b is None:
+            count = self.gw + (self.dxn_pad - 1) * self.grid.sdx
+            self._b = _rows(self.f2, self.acc, self.bx0, count)
+        return self._b
+
+    def a_wide(self):
+        """``f1``'s pixels with the zeros the shifted reads of the ``f2`` gradient need."""
+        if self._a_wide is None:
+            self._a_wide = _rows(self.f1, self.acc, self.x0, self.grid.nx, self.span, self.span + self.nz_pad)
+        return self._a_wide
+
+    def geo(self, ty0: int, cnt: int) -> tuple:
+        g = self.grid
+        return (g.ny, g.nx, cnt, g.dxn, g.y0, g.sy, g.dy0 + ty0 * g.sdy, g.sdy, g.sdx, g.rev)
+
+    def pair(self, cnt: int) -> tuple[int, int]:
+        """``(p, qq)``: output rows ``i`` and ``i + p`` read the same ``f2`` row at vertical
+        displacements ``ty`` and ``ty + qq``; ``(0, 0)`` when no two rows do."""
+        g = self.grid
+        if cnt > 1 and g.sdy != 0:
+            p = abs(g.sdy) // math.gcd(g.sy, abs(g.sdy))
+            if p < g.ny:
+                return p, -(p * g.sy) // g.sdy
+        return 0, 0
 
     @staticmethod
     def _arr(x: Tensor):
         return x.view(-1).numpy()
-
-    @staticmethod
-    def _strides(x: Tensor) -> tuple[int, int, int]:
-        _, c, h, w = x.shape
-        return c * h * w, h * w, w
 
     def grad_layout(self, wide: bool) -> tuple[int, int]:
         """``(row length, column of pixel 0)`` of the incoming gradient the kernels read: rows
@@ -238,38 +268,38 @@ class _XProblem:
             return self.gw, 0
         return self.span + self.nz_pad, self.span
 
-    def pad_grad(self, g: Tensor, wide: bool) -> tuple[Tensor, int, int]:
+    def grad_rows(self, g: Tensor, wide: bool) -> tuple[Tensor, tuple[int, int, int, int], int, int]:
+        """The incoming gradient chunk ``(B, G, cnt, Dx, ny, nx)`` as the kernels read it: output
+        row by output row (``(B, G, ny, cnt, Dx, row)``, so that the displacement rows of one output
+        row lie together), padded as :meth:`grad_layout` says.  Returns the array, its strides
+        ``(batch-group, displacement row, displacement, output row)``, the row length and the
+        column of pixel 0."""
+        bsz, groups, cnt, dxn, ny, nx = g.shape
         g_r, gx0 = self.grad_layout(wide)
-        g = g.contiguous()
-        if g.shape[-1] != g_r:
-            g = F.pad(g, (gx0, g_r - gx0 - g.shape[-1]))
-        return g, g_r, gx0
+        out = g.new_zeros((bsz, groups, ny, cnt, dxn, g_r), dtype=self.acc)
+        out[..., gx0 : gx0 + nx] = g.permute(0, 1, 4, 2, 3, 5)
+        strides = (ny * cnt * dxn * g_r, dxn * g_r, g_r, cnt * dxn * g_r)
+        return out, strides, g_r, gx0
 
-    def forward(self, out: Tensor, scale: float) -> None:
-        a, b = self.a, self.b
+    def forward(self, out: Tensor, scale: float, ty0: int, cnt: int) -> None:
+        (a, a_strides), (b, b_strides) = self.a(), self.b()
         _xkernels.forward(
-            self._arr(a), self._strides(a), self.axo, self._arr(b), self._strides(b), self.bxo,
-            self._arr(out), self.dims, self.geo, self.pair, self.t_block, float(scale),
+            self._arr(a), a_strides, 0, self._arr(b), b_strides, 0, self._arr(out), self.dims,
+            self.geo(ty0, cnt), self.pair(cnt), self.t_block, float(scale),
         )  # fmt: skip
 
-    def grad_f1(self, g: Tensor, g_r: int, gx0: int, g1: Tensor, scale: float) -> None:
-        b = self.b
+    def grad_f1(self, g, g_strides, g_r, gx0, g1: Tensor, scale: float, ty0: int, cnt: int) -> None:
+        b, b_strides = self.b()
         _xkernels.grad_f1(
-            self._arr(g), g_r, gx0, self._arr(b), self._strides(b), self.bxo,
-            self._arr(g1), self.w, self.x0, self.dims, self.geo, float(scale),
+            self._arr(g), g_strides, gx0, self._arr(b), b_strides, 0, self._arr(g1), self.w,
+            self.x0, self.dims, self.geo(ty0, cnt), float(scale),
         )  # fmt: skip
 
-    def grad_f2(self, f1: Tensor, g: Tensor, g_r: int, gx0: int, g2: Tensor, scale: float) -> None:
-        # f1's pixels with the zeros the shifted reads need on both sides (zeros, not f1's other
-        # columns: a NaN there would otherwise reach the gradient through 0 * NaN)
-        b, c, h, w = f1.shape
-        a = f1.new_zeros((b, c, h, g_r), dtype=self.acc)
-        lo, hi = max(0, -self.x0), min(self.geo[1], w - self.x0)
-        if hi > lo:
-            a[..., gx0 + lo : gx0 + hi] = f1[..., self.x0 + lo : self.x0 + hi]
+    def grad_f2(self, g, g_strides, g_r, gx0, g2: Tensor, scale: float, ty0: int, cnt: int) -> None:
+        a, a_strides = self.a_wide()
         _xkernels.grad_f2(
-            self._arr(g), g_r, gx0, self._arr(a), self._strides(a), gx0,
-            self._arr(g2), self.w, self.bx0, self.nz, self.dims, self.geo, float(scale),
+            self._arr(g), g_strides, gx0, self._arr(a), a_strides, self.span, self._arr(g2), self.w,
+            self.bx0, self.nz, self.dims, self.geo(ty0, cnt), float(scale),
         )  # fmt: skip
 
 
@@ -278,6 +308,14 @@ def _box_chunks(grid: _Grid) -> list[tuple[int, int]]:
     within the output's size (all rows at once when it fits)."""
     per_row = max(grid.ny * grid.nx, 1)
     rows = max(1, (5 * grid.dyn * grid.ho * grid.wo) // (4 * per_row))
+    return [(t, min(rows, grid.dyn - t)) for t in range(0, grid.dyn, rows)]
+
+
+def _grad_chunks(grid: _Grid, row: int) -> list[tuple[int, int]]:
+    """Displacement-row chunks of the backward: the re-laid incoming gradient of a chunk (rows of
+    ``row`` values on the one-tap grid) stays within a quarter of the output's size."""
+    per_row = max(grid.dxn * grid.ny * row, 1)
+    rows = max(1, (grid.dyn * grid.dxn * grid.ho * grid.wo) // (4 * per_row))
     return [(t, min(rows, grid.dyn - t)) for t in range(0, grid.dyn, rows)]
 
 
@@ -295,51 +333,48 @@ def _box(u: Tensor, geometry: Geometry, ho: int, wo: int) -> Tensor:
     return out
 
 
-def _box_adjoint(g: Tensor, geometry: Geometry, ny: int, nx: int, width: int, left: int) -> Tensor:
-    """The adjoint of :func:`_box`: spreads ``(..., ho, wo)`` back onto the one-tap grid, in rows
-    of ``width`` values with the grid's ``nx`` columns from column ``left`` (zeros elsewhere)."""
+def _box_adjoint(g: Tensor, geometry: Geometry, ny: int, nx: int) -> Tensor:
+    """The adjoint of :func:`_box`: spreads ``(..., ho, wo)`` back onto the one-tap grid."""
     gy, gx = geometry.y, geometry.x
     ho, wo = g.shape[-2:]
     v = g.new_zeros((*g.shape[:-2], ny, wo))
     for i in range(gy.kernel_size):
         v[..., i * gy.kernel_dilation :: gy.stride, :][..., :ho, :] += g
-    full = g.new_zeros((*g.shape[:-2], ny, width))
-    u = full[..., left : left + nx]
+    u = g.new_zeros((*g.shape[:-2], ny, nx))
     for j in range(gx.kernel_size):
         u[..., j * gx.kernel_dilation :: gx.stride][..., :wo] += v
-    return full
+    return u
 
 
 def _xforward(f1: Tensor, f2: Tensor, geometry: Geometry, grid: _Grid, groups: int, scale: float, acc) -> Tensor:
     b = f1.shape[0]
-    shape = (b, groups, grid.dyn, grid.dxn, grid.ho, grid.wo)
+    out = torch.empty((b, groups, grid.dyn, grid.dxn, grid.ho, grid.wo), dtype=acc)
+    prob = _XProblem(f1, f2, grid, groups, acc)
     if grid.unit:
-        out = torch.empty(shape, dtype=acc)
-        _XProblem(f1, f2, grid, groups, acc, 0, grid.dyn).forward(out, scale)
+        prob.forward(out, scale, 0, grid.dyn)
         return out
-    out = torch.empty(shape, dtype=acc)
     for ty0, cnt in _box_chunks(grid):
         part = torch.empty((b, groups, cnt, grid.dxn, grid.ny, grid.nx), dtype=acc)
-        _XProblem(f1, f2, grid, groups, acc, ty0, cnt).forward(part, scale)
+        prob.forward(part, scale, ty0, cnt)
         out[:, :, ty0 : ty0 + cnt] = _box(part, geometry, grid.ho, grid.wo)
         del part
     return out
 
 
 def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None:
+    prob = _XProblem(f1, f2, grid, groups, acc)
     wide = g2 is not None
-    for ty0, cnt in [(0, grid.dyn)] if grid.unit else _box_chunks(grid):
-        prob = _XProblem(f1, f2, grid, groups, acc, ty0, cnt)
+    g_r, _ = prob.grad_layout(wide)
+    for ty0, cnt in _grad_chunks(grid, g_r):
         g = gout[:, :, ty0 : ty0 + cnt]
-        if grid.unit:
-            g, g_r, gx0 = prob.pad_grad(g, wide)
-        else:
-            g_r, gx0 = prob.grad_layout(wide)
-            g = _box_adjoint(g, geometry, grid.ny, grid.nx, g_r, gx0)
+        if not grid.unit:
+            g = _box_adjoint(g, geometry, grid.ny, grid.nx)
+        g, strides, g_r, gx0 = prob.grad_rows(g, wide)
         if g1 is not None:
-            prob.grad_f1(g, g_r, gx0, g1, scale)
+            prob.grad_f1(g, strides, g_r, gx0, g1, scale, ty0, cnt)
         if g2 is not None:
-            prob.grad_f2(f1, g, g_r, gx0, g2, scale)
+            prob.grad_f2(g, strides, g_r, gx0, g2, scale, ty0, cnt)
+        del g
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,13 +10,14 @@ with ``sdx >= 1``; ``t`` counts horizontal displacements in increasing order and
 output index ``dxn - 1 - t`` when the caller's step was negative (``rev``).  Reads outside the maps
 are zero.
 
-Arrays.  ``A`` holds ``f1`` (NCHW, rows ``H``, row length ``a_r``) with pixel ``j`` of a row at
-column ``axo + j``; ``B`` holds ``f2`` the same way with ``z = j + t*sdx`` at column ``bxo + z``.
+Arrays.  ``A`` holds ``f1`` with strides ``(a_b, a_c, a_r)`` for batch, channel and row (the caller
+lays the channels of a row together) and pixel ``j`` of a row at column ``axo + j``; ``B`` holds
+``f2`` the same way with ``z = j + t*sdx`` at column ``bxo + z``.
 The caller pads the columns with zeros so that every block of ``LANES`` pixels (the last one
 included) and every block of displacements (the last one rounded up to a full block) can be read:
 the kernels never test a column.  Rows outside the maps are skipped (their products are zero).
-The incoming gradient ``G`` is padded the same way (rows of ``g_r`` values, pixel 0 at column
-``gx0``); for the ``f2`` gradient, which reads ``G`` and ``A`` shifted by every displacement, both
+The incoming gradient ``G`` has strides ``(batch-group, displacement row, displacement, output
+row)`` and pixel 0 at column ``gx0``, padded the same way; for the ``f2`` gradient, which reads ``G`` and ``A`` shifted by every displacement, both
 carry ``span`` zero columns on the left.
 
 How the work is split.  Pixels go in blocks of ``LANES`` along a row (the unit LLVM vectorises;
@@ -59,18 +60,17 @@ def channel_blocks(cg: int) -> list[tuple[int, int, int]]:
 def forward(a, a_strides, axo, b, b_strides, bxo, out, dims, geo, pair, t_block, scale) -> None:
     """Every element of ``out`` (flat ``(nbat, groups, dyn, dxn, ho, wo)``)."""
     rows = 2 if pair[0] > 0 else 1
-    driver = getattr(xv, f"forward_r{rows}t{t_block}")
-    driver(a, *a_strides, axo, b, *b_strides, bxo, out, dims, geo, pair, scale)
+    getattr(xv, f"forward_r{rows}t{t_block}")(a, a_strides, axo, b, b_strides, bxo, out, dims, geo, pair, scale)
 
 
-def grad_f1(g, g_r, gx0, b, b_strides, bxo, ga, w, ax0, dims, geo, scale) -> None:
+def grad_f1(g, g_strides, gx0, b, b_strides, bxo, ga, w, ax0, dims, geo, scale) -> None:
     """Adds the gradient with respect to ``f1`` to ``ga`` (flat NCHW)."""
     for k, lo, hi in channel_blocks(dims[2]):
-        getattr(xv, f"grad_f1_c{k}")(g, g_r, gx0, b, *b_strides, bxo, ga, w, ax0, lo, hi, dims, geo, scale)
+        getattr(xv, f"grad_f1_c{k}")(g, g_strides, gx0, b, b_strides, bxo, ga, w, ax0, lo, hi, dims, geo, scale)
 
 
-def grad_f2(g, g_r, gx0, a, a_strides, axo, gb, w, bx0, nz, dims, geo, scale) -> None:
+def grad_f2(g, g_strides, gx0, a, a_strides, axo, gb, w, bx0, nz, dims, geo, scale) -> None:
     """Adds the gradient with respect to ``f2`` to ``gb`` (flat NCHW); ``g`` and ``a`` readable
     ``span`` columns left of pixel 0 and up to ``nz`` rounded up to ``LANES`` (zeros)."""
     for k, lo, hi in channel_blocks(dims[2]):
-        getattr(xv, f"grad_f2_c{k}")(g, g_r, gx0, a, *a_strides, axo, gb, w, bx0, nz, lo, hi, dims, geo, scale)
+        getattr(xv, f"grad_f2_c{k}")(g, g_strides, gx0, a, a_strides, axo, gb, w, bx0, nz, lo, hi, dims, geo, scale)
