@@ -236,6 +236,9 @@ class _XProblem:
             self._b = _rows(self.f2, self.acc, self.bx0, count)
         return self._b
 
+    def release_b(self) -> None:
+        self._b = None
+
     def a_wide(self):
         """``f1``'s pixels with the zeros the shifted reads of the ``f2`` gradient need."""
         if self._a_wide is None:
@@ -312,11 +315,14 @@ def _box_chunks(grid: _Grid) -> list[tuple[int, int]]:
 
 
 def _grad_chunks(grid: _Grid, row: int) -> list[tuple[int, int]]:
-    """Displacement-row chunks of the backward: the re-laid incoming gradient of a chunk (rows of
-    ``row`` values on the one-tap grid) stays within a quarter of the output's size."""
+    """Displacement-row chunks of the ``f2`` gradient: the padded incoming gradient of a chunk (rows
+    of ``row`` values on the one-tap grid) stays within half the output's size; chunks of equal
+    size (the kernels sum over a chunk's rows, so a short last chunk would run inefficiently)."""
     per_row = max(grid.dxn * grid.ny * row, 1)
-    rows = max(1, (grid.dyn * grid.dxn * grid.ho * grid.wo) // (4 * per_row))
-    return [(t, min(rows, grid.dyn - t)) for t in range(0, grid.dyn, rows)]
+    rows = max(1, (grid.dyn * grid.dxn * grid.ho * grid.wo) // (2 * per_row))
+    n = -(-grid.dyn // rows)
+    edges = [grid.dyn * k // n for k in range(n + 1)]
+    return [(a, b - a) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
 def _box(u: Tensor, geometry: Geometry, ho: int, wo: int) -> Tensor:
@@ -363,6 +369,19 @@ def _xforward(f1: Tensor, f2: Tensor, geometry: Geometry, grid: _Grid, groups: i
 
 def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None:
     prob = _XProblem(f1, f2, grid, groups, acc)
+    # The f1 gradient reads the incoming gradient unshifted: on the output grid, with whole
+    # blocks of pixels, straight from it in one pass.
+    direct = g1 is not None and grid.unit and grid.wo % _xkernels.LANES == 0
+    if direct:
+        ho, wo, dyn, dxn = grid.ho, grid.wo, grid.dyn, grid.dxn
+        strides = (dyn * dxn * ho * wo, dxn * ho * wo, ho * wo, wo)
+        prob.grad_f1(gout.contiguous(), strides, wo, 0, g1, scale, 0, dyn)
+        prob.release_b()
+        g1 = None
+    if g1 is None and g2 is None:
+        return
+    # Otherwise (and for the f2 gradient, which reads it shifted by every displacement) a padded
+    # copy laid out by output row, a chunk of displacement rows at a time.
     wide = g2 is not None
     g_r, _ = prob.grad_layout(wide)
     for ty0, cnt in _grad_chunks(grid, g_r):
