@@ -179,11 +179,11 @@ def _put(out, base, plane, t0, T, dxn, rev, acc, aoff, n):
 
 
 @nb.njit(**_JIT)
-def _add_lanes(dst, base, stride, K, acc, lo, hi):
-    """``dst[base + j*stride + l] += acc[j*LANES + l]`` for ``j < K``, ``lo <= l < hi``."""
+def _add_lanes(dst, base, stride, K, acc, aoff, lo, hi):
+    """``dst[base + j*stride + l] += acc[aoff + j*LANES + l]`` for ``j < K``, ``lo <= l < hi``."""
     for j in range(K):
         for lane in range(lo, hi):
-            dst[base + j * stride + lane] += acc[j * LANES + lane]
+            dst[base + j * stride + lane] += acc[aoff + j * LANES + lane]
 
 
 @nb.njit(**_JIT)
@@ -316,7 +316,7 @@ def grad_f1_c__K__(G, g_strides, gx0, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi,
                     xsum_c__K__(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, GA, o, h * w, scale, 1)
                 else:
                     xsum_c__K__(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, acc, 0, LANES, scale, 0)
-                    _add_lanes(GA, o, h * w, __K__, acc, lo, hi)
+                    _add_lanes(GA, o, h * w, __K__, acc, 0, lo, hi)
     return GA'''
 
 G2_DRIVER = '''@nb.njit(**_PJIT)
@@ -382,7 +382,193 @@ def grad_f2_c__K__(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c
                     xsum_c__K__(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, -sdx, GB, o, h * w, scale, 1)
                 else:
                     xsum_c__K__(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, -sdx, acc, 0, LANES, scale, 0)
-                    _add_lanes(GB, o, h * w, __K__, acc, lo, hi)
+                    _add_lanes(GB, o, h * w, __K__, acc, 0, lo, hi)
+    return GB'''
+
+
+G1P_DRIVER = '''@nb.njit(**_PJIT)
+def grad_f1_pair_c__K__(G, g_strides, gx0, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, pair, scale):
+    """``grad_f1_c__K__`` for two output rows at a time (rows ``i`` and ``i + p`` at vertical
+    displacements ``ty`` and ``ty + qq`` read the same ``f2`` row; each load of it serves both)."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    g_bg, g_y, g_t, g_i = g_strides
+    b_b, b_c, b_r = b_strides
+    p, qq = pair
+    ctot = groups * cg
+    hw = h * w
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p
+    gsk = -g_t if rev else g_t
+    lane_lo = max(0, -ax0)
+    lane_hi = min(wo, w - ax0)
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p
+        if i0 >= ho:
+            continue
+        i1 = i0 + p
+        bi = bg // groups
+        g = bg % groups
+        rows = np.empty(2, np.int64)
+        rows[0] = i0
+        rows[1] = i1
+        # valid displacement rows of each output row (f1 row and f2 row inside the maps)
+        lo = np.full(2, dyn, np.int64)
+        hi = np.full(2, -1, np.int64)
+        for r in range(2):
+            i = rows[r]
+            ya = y0 + i * sy
+            if i >= ho or ya < 0 or ya >= h:
+                continue
+            for ty in range(dyn):
+                yb = ya + dy0 + ty * sdy
+                if 0 <= yb < h:
+                    lo[r] = min(lo[r], ty)
+                    hi[r] = max(hi[r], ty)
+        # the shared range, in row 0's displacement rows
+        s_lo = max(lo[0], lo[1] - qq)
+        s_hi = min(hi[0], hi[1] - qq)
+        acc = np.empty(2 * __K__ * LANES, GA.dtype)
+        gb0 = bg * g_bg + i0 * g_i + gx0 + ((dxn - 1) * g_t if rev else 0)
+        xb0 = bi * b_b + g * cg * b_c + (y0 + i0 * sy + dy0) * b_r + bxo
+        ab0 = (bi * ctot + g * cg) * hw + (y0 + i0 * sy) * w + ax0
+        gd = p * g_i + qq * g_y
+        dd = p * sy * w
+        for c0 in range(c_lo, c_hi, __K__):
+            for x in range(0, wo, LANES):
+                llo = max(lane_lo - x, 0)
+                lhi = min(lane_hi - x, LANES)
+                if lhi <= llo:
+                    continue
+                full = (llo == 0) & (lhi == LANES)
+                o0 = ab0 + c0 * hw + x
+                xc = xb0 + c0 * b_c + x
+                if s_lo <= s_hi:
+                    gg = gb0 + s_lo * g_y + x
+                    xx = xc + s_lo * sdy * b_r
+                    n = s_hi - s_lo + 1
+                    if full:
+                        xsum2_c__K__(G, gg, gd, g_y, gsk, n, dxn, B, xx, b_c, sdy * b_r, sdx, GA, o0, dd, hw, scale, 1)
+                    else:
+                        xsum2_c__K__(G, gg, gd, g_y, gsk, n, dxn, B, xx, b_c, sdy * b_r, sdx, acc, 0, __K__ * LANES, LANES, scale, 0)
+                        _add_lanes(GA, o0, hw, __K__, acc, 0, llo, lhi)
+                        _add_lanes(GA, o0 + dd, hw, __K__, acc, __K__ * LANES, llo, lhi)
+                # what is left of each row on its own: below and above the shared range
+                for r in range(2):
+                    if lo[r] > hi[r]:
+                        continue
+                    shift = 0 if r == 0 else qq
+                    for part in range(2):
+                        if s_lo > s_hi:  # nothing shared: the row's whole range, once
+                            if part == 1:
+                                continue
+                            a, b = lo[r], hi[r]
+                        elif part == 0:
+                            a, b = lo[r], min(hi[r], s_lo + shift - 1)
+                        else:
+                            a, b = max(lo[r], s_hi + shift + 1), hi[r]
+                        if a > b:
+                            continue
+                        gg = gb0 + r * p * g_i + a * g_y + x
+                        xx = xc + r * p * sy * b_r + a * sdy * b_r
+                        o = o0 + r * dd
+                        if full:
+                            xsum_c__K__(G, gg, g_y, gsk, b - a + 1, dxn, B, xx, b_c, sdy * b_r, sdx, GA, o, hw, scale, 1)
+                        else:
+                            xsum_c__K__(G, gg, g_y, gsk, b - a + 1, dxn, B, xx, b_c, sdy * b_r, sdx, acc, 0, LANES, scale, 0)
+                            _add_lanes(GA, o, hw, __K__, acc, 0, llo, lhi)
+    return GA'''
+
+
+G2P_DRIVER = '''@nb.njit(**_PJIT)
+def grad_f2_pair_c__K__(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
+    """``grad_f2_c__K__`` for two ``f2`` rows at a time, on a unit row step (``sy == 1``): rows ``yb``
+    and ``yb + |sdy|`` meet output row ``i`` at vertical displacements ``ty`` and ``ty + e``
+    (``e`` the sign of ``sdy``), so each load of ``f1`` serves both."""
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    g_bg, g_y, g_t, g_i = g_strides
+    a_b, a_c, a_r = a_strides
+    ctot = groups * cg
+    hw = h * w
+    d = abs(sdy)
+    e = 1 if sdy > 0 else -1
+    nsub = ((h + 2 * d - 1) // (2 * d)) * d
+    gsk = -g_t - sdx if rev else g_t - sdx
+    gt0 = (dxn - 1) * g_t if rev else 0
+    lane_lo = max(0, -bx0)
+    lane_hi = min(nz, w - bx0)
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        yb0 = (rem // d) * 2 * d + rem % d
+        if yb0 >= h:
+            continue
+        bi = bg // groups
+        g = bg % groups
+        # each row's displacement rows ty whose output row i = yb - y0 - dy0 - ty*sdy exists and
+        # reads a row of f1 inside the map (a contiguous range)
+        lo = np.full(2, dyn, np.int64)
+        hi = np.full(2, -1, np.int64)
+        for r in range(2):
+            yb = yb0 + r * d
+            if yb >= h:
+                continue
+            for ty in range(dyn):
+                i = yb - y0 - dy0 - ty * sdy
+                ya = y0 + i
+                if 0 <= i < ho and 0 <= ya < h:
+                    lo[r] = min(lo[r], ty)
+                    hi[r] = max(hi[r], ty)
+        # shared: row 0 at ty and row 1 at ty + e meet the same output row
+        s_lo = max(lo[0], lo[1] - e)
+        s_hi = min(hi[0], hi[1] - e)
+        acc = np.empty(2 * __K__ * LANES, GB.dtype)
+        rb0 = (bi * ctot + g * cg) * hw + yb0 * w + bx0
+        dd = d * w
+        gd = e * g_y
+        gsi = g_y - sdy * g_i  # next ty: the output row moves by -sdy
+        asi = -sdy * a_r
+        for c0 in range(c_lo, c_hi, __K__):
+            for z in range(lane_lo - lane_lo % LANES, lane_hi, LANES):
+                llo = max(lane_lo - z, 0)
+                lhi = min(lane_hi - z, LANES)
+                full = (llo == 0) & (lhi == LANES)
+                o0 = rb0 + c0 * hw + z
+                for part in range(5):
+                    # part 0: the shared range (both rows); 1, 2: row 0 below / above it;
+                    # 3, 4: row 1 below / above it (all of a row's range when nothing is shared)
+                    r = 0 if part <= 2 else 1
+                    if part == 0:
+                        a, b = s_lo, s_hi
+                    elif s_lo > s_hi:
+                        if part == 2 or part == 4:
+                            continue
+                        a, b = lo[r], hi[r]
+                    elif part == 1 or part == 3:
+                        a, b = lo[r], min(hi[r], s_lo + r * e - 1)
+                    else:
+                        a, b = max(lo[r], s_hi + r * e + 1), hi[r]
+                    if a > b or (part == 0 and (lo[0] > hi[0] or lo[1] > hi[1])):
+                        continue
+                    yb = yb0 + r * d
+                    i = yb - y0 - dy0 - a * sdy
+                    gg = bg * g_bg + a * g_y + i * g_i + gx0 + gt0 + z
+                    xx = bi * a_b + g * cg * a_c + (y0 + i) * a_r + axo + c0 * a_c + z
+                    o = o0 + r * dd
+                    if part == 0:
+                        if full:
+                            xsum2_c__K__(G, gg, gd, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, -sdx, GB, o, dd, hw, scale, 1)
+                        else:
+                            xsum2_c__K__(G, gg, gd, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, -sdx, acc, 0, __K__ * LANES, LANES, scale, 0)
+                            _add_lanes(GB, o, hw, __K__, acc, 0, llo, lhi)
+                            _add_lanes(GB, o + dd, hw, __K__, acc, __K__ * LANES, llo, lhi)
+                    elif full:
+                        xsum_c__K__(G, gg, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, -sdx, GB, o, hw, scale, 1)
+                    else:
+                        xsum_c__K__(G, gg, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, -sdx, acc, 0, LANES, scale, 0)
+                        _add_lanes(GB, o, hw, __K__, acc, 0, llo, lhi)
     return GB'''
 
 
@@ -398,7 +584,9 @@ def xsource() -> str:
     parts.append(XHELPERS)
     parts += [_sub(FWD_DRIVER, R=r_, T=t_) for r_ in (1, 2) for t_ in range(1, XT_MAX + 1)]
     parts += [_sub(G1_DRIVER, K=k_) for k_ in XC_SIZES]
+    parts += [_sub(G1P_DRIVER, K=k_) for k_ in XC_SIZES]
     parts += [_sub(G2_DRIVER, K=k_) for k_ in XC_SIZES]
+    parts += [_sub(G2P_DRIVER, K=k_) for k_ in XC_SIZES]
     return "\n\n\n".join(parts) + "\n"
 
 

@@ -17,6 +17,9 @@ caller guarantees that every vector read lies inside its array.
 * ``xsum_c{K}(G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, D, d0, dcs, scale, add)``: for channels
   ``j < K``, ``s_j = sum_{i<ni, k<nk} G[g0 + i*gsi + k*gsk + l] * X[x0 + j*xcs + i*xsi + k*xsk + l]``
   and ``D[d0 + j*dcs + l] = scale * s_j`` (``+=`` when ``add``): both gradients are this sum.
+* ``xsum2_c{K}(G, g0, gd, ..., D, d0, dd, dcs, scale, add)``: two such sums that share each load of
+  ``X``, the second reading ``G`` ``gd`` further on and writing ``D`` ``dd`` further on (two rows of
+  a gradient that meet the same rows of the other input).
 """
 
 from __future__ import annotations
@@ -126,51 +129,65 @@ def _fwd(rows: int, disps: int):
     return intrinsic(kernel)
 
 
-def _sum(channels: int):
-    def kernel(typingctx, G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, D, d0, dcs, scale, add):
-        sig = types.void(G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, D, d0, dcs, scale, add)
+def _sum(channels: int, streams: int):
+    names = ["G", "g0", "gd", "gsi", "gsk", "ni", "nk", "X", "x0", "xcs", "xsi", "xsk", "D", "d0", "dd", "dcs", "scale", "add"]
+    if streams == 1:
+        names = [n for n in names if n not in ("gd", "dd")]
+
+    def kernel(typingctx, *argtys):
+        sig = types.void(*argtys)
 
         def codegen(context, builder, signature, args):
             e = _Emit(context, builder, signature, args)
+            at = {n: k for k, n in enumerate(names)}
             vty, align = e.vector_type(0), e.item_size(0)
-            g, x, out = e.data(0), e.data(6), e.data(11)
-            g0_, gsi_, gsk_, ni_, nk_ = (e.int64(k) for k in range(1, 6))
-            x0_, xcs_, xsi_, xsk_ = (e.int64(k) for k in range(7, 11))
-            d0_, dcs_ = e.int64(12), e.int64(13)
-            sv = e.splat(e.scalar(14, signature.args[0].dtype), vty)
-            add_ = builder.icmp_signed("!=", e.int64(15), _const(0))
-            xc = [builder.mul(xcs_, _const(j)) for j in range(channels)]
-            slots = e.accumulators(channels, vty)
+            g, x, out = e.data(at["G"]), e.data(at["X"]), e.data(at["D"])
+            v = {n: e.int64(at[n]) for n in names if n not in ("G", "X", "D", "scale")}
+            sv = e.splat(e.scalar(at["scale"], signature.args[0].dtype), vty)
+            add_ = builder.icmp_signed("!=", v["add"], _const(0))
+            xc = [builder.mul(v["xcs"], _const(j)) for j in range(channels)]
+            gofs = [_const(0), v.get("gd")][:streams]
+            dofs = [_const(0), v.get("dd")][:streams]
+            slots = e.accumulators(streams * channels, vty)
             fma = e.fma(vty)
-            with cgutils.for_range(builder, ni_) as outer:
+            with cgutils.for_range(builder, v["ni"]) as outer:
                 i = outer.index
-                pg_i = builder.add(g0_, builder.mul(i, gsi_))
-                px_i = builder.add(x0_, builder.mul(i, xsi_))
-                with cgutils.for_range(builder, nk_) as inner:
+                pg_i = builder.add(v["g0"], builder.mul(i, v["gsi"]))
+                px_i = builder.add(v["x0"], builder.mul(i, v["xsi"]))
+                with cgutils.for_range(builder, v["nk"]) as inner:
                     k = inner.index
-                    gv = e.load(g, builder.add(pg_i, builder.mul(k, gsk_)), vty, align)
-                    px = builder.add(px_i, builder.mul(k, xsk_))
+                    pg = builder.add(pg_i, builder.mul(k, v["gsk"]))
+                    gv = [e.load(g, builder.add(pg, gofs[r]), vty, align) for r in range(streams)]
+                    px = builder.add(px_i, builder.mul(k, v["xsk"]))
                     for j in range(channels):
                         xv = e.load(x, builder.add(px, xc[j]), vty, align)
-                        s = slots[j]
-                        builder.store(builder.call(fma, [gv, xv, builder.load(s)]), s)
-            for j, s in enumerate(slots):
-                index = builder.add(d0_, builder.mul(dcs_, _const(j)))
-                value = builder.fmul(builder.load(s), sv)
-                with builder.if_then(add_):
-                    e.store(builder.fadd(value, e.load(out, index, vty, align)), out, index, vty, align)
-                with builder.if_then(builder.not_(add_)):
-                    e.store(value, out, index, vty, align)
+                        for r in range(streams):
+                            s = slots[r * channels + j]
+                            builder.store(builder.call(fma, [gv[r], xv, builder.load(s)]), s)
+            for r in range(streams):
+                for j in range(channels):
+                    index = builder.add(builder.add(v["d0"], dofs[r]), builder.mul(v["dcs"], _const(j)))
+                    value = builder.fmul(builder.load(slots[r * channels + j]), sv)
+                    with builder.if_else(add_) as (then, otherwise):
+                        with then:
+                            e.store(builder.fadd(value, e.load(out, index, vty, align)), out, index, vty, align)
+                        with otherwise:
+                            e.store(value, out, index, vty, align)
             return context.get_dummy_value()
 
         return sig, codegen
 
-    kernel.__name__ = kernel.__qualname__ = f"xsum_c{channels}"
-    return intrinsic(kernel)
+    name = f"xsum{'2' if streams == 2 else ''}_c{channels}"
+    # numba reads an intrinsic's parameters from its signature: spell them out
+    params = ", ".join(["typingctx", *names])
+    scope: dict = {"kernel": kernel}
+    exec(f"def {name}({params}):\n    return kernel(typingctx, {', '.join(names)})", scope)  # noqa: S102
+    return intrinsic(scope[name])
 
 
 for _r in (1, 2):
     for _t in range(1, XT_MAX + 1):
         globals()[f"xfwd_r{_r}t{_t}"] = _fwd(_r, _t)
 for _k in XC_SIZES:
-    globals()[f"xsum_c{_k}"] = _sum(_k)
+    globals()[f"xsum_c{_k}"] = _sum(_k, 1)
+    globals()[f"xsum2_c{_k}"] = _sum(_k, 2)

@@ -295,7 +295,7 @@ class _XProblem:
         b, b_strides = self.b()
         _xkernels.grad_f1(
             self._arr(g), g_strides, gx0, self._arr(b), b_strides, 0, self._arr(g1), self.w,
-            self.x0, self.dims, self.geo(ty0, cnt), float(scale),
+            self.x0, self.dims, self.geo(ty0, cnt), self.pair(cnt), float(scale),
         )  # fmt: skip
 
     def grad_f2(self, g, g_strides, g_r, gx0, g2: Tensor, scale: float, ty0: int, cnt: int) -> None:

@@ -63,14 +63,20 @@ def forward(a, a_strides, axo, b, b_strides, bxo, out, dims, geo, pair, t_block,
     getattr(xv, f"forward_r{rows}t{t_block}")(a, a_strides, axo, b, b_strides, bxo, out, dims, geo, pair, scale)
 
 
-def grad_f1(g, g_strides, gx0, b, b_strides, bxo, ga, w, ax0, dims, geo, scale) -> None:
-    """Adds the gradient with respect to ``f1`` to ``ga`` (flat NCHW)."""
+def grad_f1(g, g_strides, gx0, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale) -> None:
+    """Adds the gradient with respect to ``f1`` to ``ga`` (flat NCHW), two output rows at a time
+    where they share ``f2`` rows (``pair`` as for :func:`forward`)."""
     for k, lo, hi in channel_blocks(dims[2]):
-        getattr(xv, f"grad_f1_c{k}")(g, g_strides, gx0, b, b_strides, bxo, ga, w, ax0, lo, hi, dims, geo, scale)
+        if pair[0] > 0:
+            getattr(xv, f"grad_f1_pair_c{k}")(g, g_strides, gx0, b, b_strides, bxo, ga, w, ax0, lo, hi, dims, geo, pair, scale)
+        else:
+            getattr(xv, f"grad_f1_c{k}")(g, g_strides, gx0, b, b_strides, bxo, ga, w, ax0, lo, hi, dims, geo, scale)
 
 
 def grad_f2(g, g_strides, gx0, a, a_strides, axo, gb, w, bx0, nz, dims, geo, scale) -> None:
     """Adds the gradient with respect to ``f2`` to ``gb`` (flat NCHW); ``g`` and ``a`` readable
     ``span`` columns left of pixel 0 and up to ``nz`` rounded up to ``LANES`` (zeros)."""
+    paired = geo[5] == 1 and geo[2] > 1 and geo[7] != 0  # unit row step, several displacement rows
     for k, lo, hi in channel_blocks(dims[2]):
-        getattr(xv, f"grad_f2_c{k}")(g, g_strides, gx0, a, a_strides, axo, gb, w, bx0, nz, lo, hi, dims, geo, scale)
+        name = f"grad_f2_pair_c{k}" if paired else f"grad_f2_c{k}"
+        getattr(xv, name)(g, g_strides, gx0, a, a_strides, axo, gb, w, bx0, nz, lo, hi, dims, geo, scale)
