@@ -95,6 +95,111 @@ def test_float32_matches_pure(prob):
     torch.testing.assert_close(b1, b2, rtol=1e-5, atol=1e-4)
 
 
+@st.composite
+def fast_problem(draw):
+    """Product-mode problems on the pixel-vectorised path (a unit pixel step: stride 1, or a window
+    larger than one tap), wide enough for whole pixel blocks, a ragged last block, paired rows and
+    every channel block size."""
+    k = draw(st.integers(1, 3))
+
+    def axis_(horizontal):
+        return AxisGeometry(
+            pad_before=draw(st.integers(-1, 4)),
+            pad_after=draw(st.integers(-1, 4)),
+            stride=1 if (k == 1 and horizontal) else draw(st.integers(1, 2)),
+            kernel_size=k,
+            kernel_dilation=draw(st.integers(1, 2)),
+            disp_start=draw(st.integers(-4, 2)),
+            disp_count=draw(st.integers(1, 11)),
+            disp_step=draw(st.sampled_from([-2, -1, 1, 2, 3])),
+        )
+
+    gy, gx = axis_(False), axis_(True)
+    groups = draw(st.sampled_from([1, 2, 3]))
+    c = groups * draw(st.integers(1, 11))
+    h = draw(st.integers(max(1, gy.span - gy.pad_before - gy.pad_after), 9))
+    w = draw(st.integers(max(8, gx.span - gx.pad_before - gx.pad_after), 27))
+    return Geometry(gy, gx), groups, (draw(st.integers(1, 2)), c, h, w)
+
+
+@needs_numba
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fast_problem())
+def test_fast_path_against_reference(prob):
+    geometry, groups, shape = prob
+    f1, f2 = _inputs(shape, seed=5)
+    out = cpu.forward(f1, f2, geometry, groups, "product", 0.3)
+    np.testing.assert_allclose(
+        out.numpy(), general_reference(f1, f2, geometry.as_list(), groups, "product", 0.3), rtol=1e-10, atol=1e-12
+    )
+    grad = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    g1, g2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3)
+    r1, r2 = general_reference_grad(f1, f2, grad, geometry.as_list(), groups, "product", 0.3)
+    np.testing.assert_allclose(g1.numpy(), r1, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g2.numpy(), r2, rtol=1e-10, atol=1e-12)
+    # one gradient alone takes other routes through the backward
+    only1, none2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f2=False)
+    none1, only2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f1=False)
+    assert none1 is None and none2 is None
+    np.testing.assert_allclose(only1.numpy(), r1, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(only2.numpy(), r2, rtol=1e-10, atol=1e-12)
+
+
+@needs_numba
+def test_fast_path_is_taken_for_the_product_on_a_unit_step(monkeypatch):
+    calls = []
+    for name in ("forward", "grad_f1", "grad_f2"):
+        real = getattr(cpu._xkernels, name)
+        monkeypatch.setattr(cpu._xkernels, name, lambda *a, _n=name, _r=real: calls.append(_n) or _r(*a))
+    f1, f2 = _inputs((1, 9, 6, 19), torch.float32)
+    unit, strided = _flownet(4, 1, 4, 1, 1), _flownet(4, 1, 4, 2, 1)
+    out = cpu.forward(f1, f2, unit, 1, "product", 1.0)
+    cpu.backward(torch.ones_like(out), f1, f2, unit, 1, "product", 1.0)
+    assert set(calls) == {"forward", "grad_f1", "grad_f2"}
+    calls.clear()
+    for geometry, mode in ((unit, "absdiff"), (strided, "product")):  # the channel-vectorised kernels
+        out = cpu.forward(f1, f2, geometry, 1, mode, 1.0)
+        cpu.backward(torch.ones_like(out), f1, f2, geometry, 1, mode, 1.0)
+    assert calls == []
+
+
+@needs_numba
+def test_fast_path_ignores_values_nothing_reads():
+    """Columns and rows that no output reads may hold NaN or Inf: they must not leak into the
+    result or the gradients (the kernels read padded blocks around the pixels they use)."""
+    geometry = Geometry(AxisGeometry(-2, -1, 1, 1, 1, -1, 3, 1), AxisGeometry(-3, -2, 1, 1, 1, -2, 5, 1))
+    f1, f2 = _inputs((2, 5, 9, 23))
+    ref_out = general_reference(f1, f2, geometry.as_list(), 1, "product")
+    grad = torch.randn(ref_out.shape, dtype=torch.float64)
+    r1, r2 = general_reference_grad(f1, f2, grad, geometry.as_list(), 1, "product")
+    a, b = f1.clone(), f2.clone()
+    a[..., :3] = float("nan")  # f1 columns 0-2 and the last two lie outside every window
+    a[..., -2:] = float("inf")
+    a[:, :, :2] = float("nan")
+    b[..., 0] = float("nan")  # f2 column 0: displacement -2 from column 3 reaches column 1 at least
+    np.testing.assert_allclose(cpu.forward(a, b, geometry, 1, "product", 1.0).numpy(), ref_out, atol=1e-12)
+    g1, g2 = cpu.backward(grad, a, b, geometry, 1, "product", 1.0)
+    np.testing.assert_allclose(g1.numpy(), r1, atol=1e-12)
+    np.testing.assert_allclose(g2.numpy(), r2, atol=1e-12)
+
+
+@needs_numba
+def test_fast_path_backward_in_chunks():
+    """Displacements that reach far past a narrow map: the backward runs in several chunks."""
+    geometry = _flownet(12, 1, 12, 1, 3)
+    f1, f2 = _inputs((1, 10, 7, 9))
+    grid = cpu._Grid(geometry, 7, 9)
+    prob = cpu._XProblem(f1, f2, grid, 1, torch.float64)
+    assert len(cpu._grad_chunks(grid, prob.grad_layout(True)[0])) > 1
+    out = cpu.forward(f1, f2, geometry, 1, "product", 1.0)
+    np.testing.assert_allclose(out.numpy(), general_reference(f1, f2, geometry.as_list()), atol=1e-12)
+    grad = torch.randn(out.shape, dtype=torch.float64)
+    g1, g2 = cpu.backward(grad, f1, f2, geometry, 1, "product", 1.0)
+    r1, r2 = general_reference_grad(f1, f2, grad, geometry.as_list())
+    np.testing.assert_allclose(g1.numpy(), r1, atol=1e-12)
+    np.testing.assert_allclose(g2.numpy(), r2, atol=1e-12)
+
+
 def _flownet(pad, k, md, s1, s2):
     from torchcorr._geometry import flownet_axis
 
@@ -200,6 +305,8 @@ def test_missing_numba_falls_back(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
     monkeypatch.delitem(sys.modules, "torchcorr.backends.cpu_kernels", raising=False)
     monkeypatch.delitem(sys.modules, "torchcorr.backends._cpu_micro", raising=False)
+    for name in ("cpu_xkernels", "_cpu_xvec", "_cpu_simd"):
+        monkeypatch.delitem(sys.modules, f"torchcorr.backends.{name}", raising=False)
     fresh = importlib.reload(cpu)
     try:
         reason = fresh.available()
@@ -223,6 +330,7 @@ def test_generated_microkernels_up_to_date():
     from torchcorr.backends import _cpu_codegen
 
     assert Path(_cpu_codegen.TARGET).read_text() == _cpu_codegen.source()
+    assert Path(_cpu_codegen.XTARGET).read_text() == _cpu_codegen.xsource()
 
 
 def test_bench_quick_runs(tmp_path):

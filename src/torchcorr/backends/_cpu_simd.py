@@ -31,6 +31,8 @@ from numba.extending import intrinsic
 
 from ._cpu_codegen import LANES, XC_SIZES, XT_MAX
 
+__all__ = ["LANES", "XC_SIZES", "XT_MAX"]  # and the kernels, added below
+
 _I64 = ir.IntType(64)
 
 
@@ -130,7 +132,8 @@ def _fwd(rows: int, disps: int):
 
 
 def _sum(channels: int, streams: int):
-    names = ["G", "g0", "gd", "gsi", "gsk", "ni", "nk", "X", "x0", "xcs", "xsi", "xsk", "D", "d0", "dd", "dcs", "scale", "add"]
+    names = ["G", "g0", "gd", "gsi", "gsk", "ni", "nk", "X", "x0", "xcs", "xsi", "xsk"]
+    names += ["D", "d0", "dd", "dcs", "scale", "add"]
     if streams == 1:
         names = [n for n in names if n not in ("gd", "dd")]
 
@@ -181,13 +184,16 @@ def _sum(channels: int, streams: int):
     # numba reads an intrinsic's parameters from its signature: spell them out
     params = ", ".join(["typingctx", *names])
     scope: dict = {"kernel": kernel}
-    exec(f"def {name}({params}):\n    return kernel(typingctx, {', '.join(names)})", scope)  # noqa: S102
+    exec(f"def {name}({params}):\n    return kernel(typingctx, {', '.join(names)})", scope)
     return intrinsic(scope[name])
 
 
 for _r in (1, 2):
     for _t in range(1, XT_MAX + 1):
         globals()[f"xfwd_r{_r}t{_t}"] = _fwd(_r, _t)
+        __all__.append(f"xfwd_r{_r}t{_t}")
 for _k in XC_SIZES:
-    globals()[f"xsum_c{_k}"] = _sum(_k, 1)
-    globals()[f"xsum2_c{_k}"] = _sum(_k, 2)
+    for _s in (1, 2):
+        _name = f"xsum{'2' if _s == 2 else ''}_c{_k}"
+        globals()[_name] = _sum(_k, _s)
+        __all__.append(_name)

@@ -5,7 +5,35 @@
 import numba as nb
 import numpy as np
 
-from ._cpu_simd import *  # noqa: F403  (the kernels xfwd_r{R}t{T} and xsum_c{K})
+from ._cpu_simd import (
+    LANES,
+    xfwd_r1t1,
+    xfwd_r1t2,
+    xfwd_r1t3,
+    xfwd_r1t4,
+    xfwd_r1t5,
+    xfwd_r1t6,
+    xfwd_r1t7,
+    xfwd_r1t8,
+    xfwd_r1t9,
+    xfwd_r2t1,
+    xfwd_r2t2,
+    xfwd_r2t3,
+    xfwd_r2t4,
+    xfwd_r2t5,
+    xfwd_r2t6,
+    xfwd_r2t7,
+    xfwd_r2t8,
+    xfwd_r2t9,
+    xsum2_c1,
+    xsum2_c2,
+    xsum2_c4,
+    xsum2_c8,
+    xsum_c1,
+    xsum_c2,
+    xsum_c4,
+    xsum_c8,
+)
 
 _JIT = dict(inline="always", cache=True, nogil=True, boundscheck=False)
 # One driver per kernel shape, compiled on first use (each compiles in a few seconds).
@@ -1549,8 +1577,11 @@ def grad_f1_c1(G, g_strides, gx0, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dim
 
 @nb.njit(**_PJIT)
 def grad_f1_pair_c8(G, g_strides, gx0, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, pair, scale):
-    """``grad_f1_c8`` for two output rows at a time (rows ``i`` and ``i + p`` at vertical
-    displacements ``ty`` and ``ty + qq`` read the same ``f2`` row; each load of it serves both)."""
+    """``grad_f1_c8`` for two output rows at a time.
+
+    Rows ``i`` and ``i + p`` at vertical displacements ``ty`` and ``ty + qq`` read the same ``f2``
+    row: each load of it serves both.
+    """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
     g_bg, g_y, g_t, g_i = g_strides
@@ -1644,8 +1675,11 @@ def grad_f1_pair_c8(G, g_strides, gx0, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi
 
 @nb.njit(**_PJIT)
 def grad_f1_pair_c4(G, g_strides, gx0, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, pair, scale):
-    """``grad_f1_c4`` for two output rows at a time (rows ``i`` and ``i + p`` at vertical
-    displacements ``ty`` and ``ty + qq`` read the same ``f2`` row; each load of it serves both)."""
+    """``grad_f1_c4`` for two output rows at a time.
+
+    Rows ``i`` and ``i + p`` at vertical displacements ``ty`` and ``ty + qq`` read the same ``f2``
+    row: each load of it serves both.
+    """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
     g_bg, g_y, g_t, g_i = g_strides
@@ -1739,8 +1773,11 @@ def grad_f1_pair_c4(G, g_strides, gx0, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi
 
 @nb.njit(**_PJIT)
 def grad_f1_pair_c2(G, g_strides, gx0, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, pair, scale):
-    """``grad_f1_c2`` for two output rows at a time (rows ``i`` and ``i + p`` at vertical
-    displacements ``ty`` and ``ty + qq`` read the same ``f2`` row; each load of it serves both)."""
+    """``grad_f1_c2`` for two output rows at a time.
+
+    Rows ``i`` and ``i + p`` at vertical displacements ``ty`` and ``ty + qq`` read the same ``f2``
+    row: each load of it serves both.
+    """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
     g_bg, g_y, g_t, g_i = g_strides
@@ -1834,8 +1871,11 @@ def grad_f1_pair_c2(G, g_strides, gx0, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi
 
 @nb.njit(**_PJIT)
 def grad_f1_pair_c1(G, g_strides, gx0, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, pair, scale):
-    """``grad_f1_c1`` for two output rows at a time (rows ``i`` and ``i + p`` at vertical
-    displacements ``ty`` and ``ty + qq`` read the same ``f2`` row; each load of it serves both)."""
+    """``grad_f1_c1`` for two output rows at a time.
+
+    Rows ``i`` and ``i + p`` at vertical displacements ``ty`` and ``ty + qq`` read the same ``f2``
+    row: each load of it serves both.
+    """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
     g_bg, g_y, g_t, g_i = g_strides
@@ -1937,7 +1977,7 @@ def grad_f2_c8(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi,
     every horizontal displacement in registers.
     """
     nbat, groups, cg, h = dims
-    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    ho, _, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo  # pixels: the f2 columns up to nz
     g_bg, g_y, g_t, g_i = g_strides
     a_b, a_c, a_r = a_strides
     ctot = groups * cg
@@ -2004,7 +2044,7 @@ def grad_f2_c4(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi,
     every horizontal displacement in registers.
     """
     nbat, groups, cg, h = dims
-    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    ho, _, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo  # pixels: the f2 columns up to nz
     g_bg, g_y, g_t, g_i = g_strides
     a_b, a_c, a_r = a_strides
     ctot = groups * cg
@@ -2071,7 +2111,7 @@ def grad_f2_c2(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi,
     every horizontal displacement in registers.
     """
     nbat, groups, cg, h = dims
-    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    ho, _, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo  # pixels: the f2 columns up to nz
     g_bg, g_y, g_t, g_i = g_strides
     a_b, a_c, a_r = a_strides
     ctot = groups * cg
@@ -2138,7 +2178,7 @@ def grad_f2_c1(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi,
     every horizontal displacement in registers.
     """
     nbat, groups, cg, h = dims
-    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    ho, _, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo  # pixels: the f2 columns up to nz
     g_bg, g_y, g_t, g_i = g_strides
     a_b, a_c, a_r = a_strides
     ctot = groups * cg
@@ -2197,11 +2237,13 @@ def grad_f2_c1(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi,
 
 @nb.njit(**_PJIT)
 def grad_f2_pair_c8(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
-    """``grad_f2_c8`` for two ``f2`` rows at a time, on a unit row step (``sy == 1``): rows ``yb``
-    and ``yb + |sdy|`` meet output row ``i`` at vertical displacements ``ty`` and ``ty + e``
-    (``e`` the sign of ``sdy``), so each load of ``f1`` serves both."""
+    """``grad_f2_c8`` for two ``f2`` rows at a time, on a unit row step (``sy == 1``).
+
+    Rows ``yb`` and ``yb + |sdy|`` meet output row ``i`` at vertical displacements ``ty`` and
+    ``ty + e`` (``e`` the sign of ``sdy``): each load of ``f1`` serves both.
+    """
     nbat, groups, cg, h = dims
-    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    ho, _, dyn, dxn, y0, _, dy0, sdy, sdx, rev = geo  # the row step is one
     g_bg, g_y, g_t, g_i = g_strides
     a_b, a_c, a_r = a_strides
     ctot = groups * cg
@@ -2288,11 +2330,13 @@ def grad_f2_pair_c8(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, 
 
 @nb.njit(**_PJIT)
 def grad_f2_pair_c4(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
-    """``grad_f2_c4`` for two ``f2`` rows at a time, on a unit row step (``sy == 1``): rows ``yb``
-    and ``yb + |sdy|`` meet output row ``i`` at vertical displacements ``ty`` and ``ty + e``
-    (``e`` the sign of ``sdy``), so each load of ``f1`` serves both."""
+    """``grad_f2_c4`` for two ``f2`` rows at a time, on a unit row step (``sy == 1``).
+
+    Rows ``yb`` and ``yb + |sdy|`` meet output row ``i`` at vertical displacements ``ty`` and
+    ``ty + e`` (``e`` the sign of ``sdy``): each load of ``f1`` serves both.
+    """
     nbat, groups, cg, h = dims
-    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    ho, _, dyn, dxn, y0, _, dy0, sdy, sdx, rev = geo  # the row step is one
     g_bg, g_y, g_t, g_i = g_strides
     a_b, a_c, a_r = a_strides
     ctot = groups * cg
@@ -2379,11 +2423,13 @@ def grad_f2_pair_c4(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, 
 
 @nb.njit(**_PJIT)
 def grad_f2_pair_c2(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
-    """``grad_f2_c2`` for two ``f2`` rows at a time, on a unit row step (``sy == 1``): rows ``yb``
-    and ``yb + |sdy|`` meet output row ``i`` at vertical displacements ``ty`` and ``ty + e``
-    (``e`` the sign of ``sdy``), so each load of ``f1`` serves both."""
+    """``grad_f2_c2`` for two ``f2`` rows at a time, on a unit row step (``sy == 1``).
+
+    Rows ``yb`` and ``yb + |sdy|`` meet output row ``i`` at vertical displacements ``ty`` and
+    ``ty + e`` (``e`` the sign of ``sdy``): each load of ``f1`` serves both.
+    """
     nbat, groups, cg, h = dims
-    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    ho, _, dyn, dxn, y0, _, dy0, sdy, sdx, rev = geo  # the row step is one
     g_bg, g_y, g_t, g_i = g_strides
     a_b, a_c, a_r = a_strides
     ctot = groups * cg
@@ -2470,11 +2516,13 @@ def grad_f2_pair_c2(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, 
 
 @nb.njit(**_PJIT)
 def grad_f2_pair_c1(G, g_strides, gx0, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
-    """``grad_f2_c1`` for two ``f2`` rows at a time, on a unit row step (``sy == 1``): rows ``yb``
-    and ``yb + |sdy|`` meet output row ``i`` at vertical displacements ``ty`` and ``ty + e``
-    (``e`` the sign of ``sdy``), so each load of ``f1`` serves both."""
+    """``grad_f2_c1`` for two ``f2`` rows at a time, on a unit row step (``sy == 1``).
+
+    Rows ``yb`` and ``yb + |sdy|`` meet output row ``i`` at vertical displacements ``ty`` and
+    ``ty + e`` (``e`` the sign of ``sdy``): each load of ``f1`` serves both.
+    """
     nbat, groups, cg, h = dims
-    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    ho, _, dyn, dxn, y0, _, dy0, sdy, sdx, rev = geo  # the row step is one
     g_bg, g_y, g_t, g_i = g_strides
     a_b, a_c, a_r = a_strides
     ctot = groups * cg

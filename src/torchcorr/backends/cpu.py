@@ -3,29 +3,37 @@
 Chosen automatically for CPU tensors when numba imports (``pip install torchcorr[cpu]``);
 otherwise :func:`available` says why and the dispatcher falls back to the pure backend.
 
-How it works (details in :mod:`torchcorr.backends.cpu_kernels`):
+Two families of kernels:
 
-* A one-tap window (``kernel_size == 1``) is the core: per output row and vertical displacement,
-  the ``f1`` row and the reachable part of the ``f2`` row are copied into channels-last row
-  buffers, and an inner kernel computes a block of pixels x horizontal displacements per pass over
-  the channels, keeping the block's sums in registers.
-* A larger window is a box filter over one-tap products: the one-tap correlation on every window
-  position (a few displacement rows at a time, so the intermediate stays smaller than the output),
-  then a strided, dilated box sum (and, backward, its adjoint) with ``torch.nn.functional.conv2d``.
-* The backward is two more passes of the same shape, one writer per gradient row: results do not
-  depend on the number of threads.
+* The product on a unit pixel step (``stride1 == 1``, and every window larger than one tap) runs on
+  the pixel-vectorised path (:mod:`torchcorr.backends.cpu_xkernels`): vectors of eight consecutive
+  output pixels, explicit SIMD written as LLVM IR (:mod:`._cpu_simd`), sums held in registers while
+  the loop runs over channels (forward) or displacements (gradients), and two output rows sharing
+  each load where they read the same rows of the other map.  The inputs are copied once into
+  row-major, zero-padded ``(B, H, C, W')`` arrays, so the channel loop walks memory with a short
+  stride.  This is the path of FlowNetC, PWC-Net and the other workloads of the benchmarks.
+* Everything else (the absolute difference, ``stride1 > 1``) runs on the channel-vectorised path
+  (:mod:`torchcorr.backends.cpu_kernels`): per output row and vertical displacement, channels-last
+  row buffers and blocks of pixels x displacements per pass over the channels.
 
-Memory beyond the output: one channels-last copy of the input that is read once per displacement
-row (none when it is already channels-last), row buffers per thread, and for windows larger than
-one tap a box-filter intermediate of at most about half the output.
+A window larger than one tap is a box filter over one-tap products on both paths: the one-tap
+correlation on every window position (a few displacement rows at a time, so the intermediate stays
+about the size of the output), then a strided, dilated box sum (and, backward, its adjoint).
+
+Every gradient element has one writer and a fixed order of summation: results do not depend on
+the number of threads.
+
+Memory beyond the output: the padded copies of the inputs, and in the backward a padded copy of
+a chunk of the incoming gradient (at most half the output's size at a time).
 
 float32 and float64 run natively; float16 and bfloat16 are computed in float32 and cast back.
-The first call of a process compiles the kernels (numba, about a minute, then cached on disk in
-numba's cache directory); :func:`warmup` does it ahead of time.
+The first call of a process compiles the kernels it needs (numba; a few seconds per block shape,
+then cached on disk in numba's cache directory); :func:`warmup` does it ahead of time.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -176,14 +184,18 @@ def _zero(acc: torch.dtype):
 
 
 def _fast(grid: _Grid, mode: str) -> bool:
-    """The pixel-vectorised kernels cover the product on a unit pixel step (every one-tap grid of a
-    window larger than one tap, and ``stride1 == 1``); the rest runs on the channel-vectorised ones."""
+    """Whether the pixel-vectorised kernels take this problem.
+
+    They cover the product on a unit pixel step (every one-tap grid of a window larger than one
+    tap, and ``stride1 == 1``); the rest runs on the channel-vectorised kernels.
+    """
     return mode == "product" and grid.sx == 1
 
 
 def _rows(x: Tensor, acc: torch.dtype, first: int, count: int, left: int = 0, width: int | None = None):
-    """Columns ``first .. first + count`` of ``x`` (zeros outside the map) as a contiguous
-    ``(B, H, C, width)`` ``acc`` array with column ``first`` at ``left`` and zeros around it.
+    """Columns ``first .. first + count`` of ``x`` as a contiguous ``(B, H, C, width)`` array.
+
+    Column ``first`` lands at ``left``; everything else (the map's outside included) is zero.
 
     Row-major with the channels of a row together: the kernels' channel loop then walks memory
     with a short constant stride, where NCHW would jump a whole map per channel (a new page each
@@ -204,8 +216,10 @@ def _rows(x: Tensor, acc: torch.dtype, first: int, count: int, left: int = 0, wi
 
 
 class _XProblem:
-    """Arrays and integers of the pixel-vectorised kernels (see ``cpu_xkernels``) for one call;
-    ``f1`` and ``f2`` are copied once, the displacement rows run in chunks."""
+    """Arrays and integers of the pixel-vectorised kernels (see ``cpu_xkernels``) for one call.
+
+    ``f1`` and ``f2`` are copied once; the displacement rows may run in chunks.
+    """
 
     def __init__(self, f1: Tensor, f2: Tensor, grid: _Grid, groups: int, acc: torch.dtype) -> None:
         k = _xkernels
@@ -250,8 +264,11 @@ class _XProblem:
         return (g.ny, g.nx, cnt, g.dxn, g.y0, g.sy, g.dy0 + ty0 * g.sdy, g.sdy, g.sdx, g.rev)
 
     def pair(self, cnt: int) -> tuple[int, int]:
-        """``(p, qq)``: output rows ``i`` and ``i + p`` read the same ``f2`` row at vertical
-        displacements ``ty`` and ``ty + qq``; ``(0, 0)`` when no two rows do."""
+        """Rows that share ``f2`` rows: ``(p, qq)``, or ``(0, 0)`` when no two rows do.
+
+        Output rows ``i`` and ``i + p`` read the same ``f2`` row at vertical displacements ``ty``
+        and ``ty + qq``.
+        """
         g = self.grid
         if cnt > 1 and g.sdy != 0:
             p = abs(g.sdy) // math.gcd(g.sy, abs(g.sdy))
@@ -264,19 +281,23 @@ class _XProblem:
         return x.view(-1).numpy()
 
     def grad_layout(self, wide: bool) -> tuple[int, int]:
-        """``(row length, column of pixel 0)`` of the incoming gradient the kernels read: rows
-        rounded up to whole blocks, and for the ``f2`` gradient (``wide``) ``span`` zeros on the
-        left and enough on the right for every shifted block."""
+        """``(row length, column of pixel 0)`` of the incoming gradient the kernels read.
+
+        Rows rounded up to whole blocks, and for the ``f2`` gradient (``wide``) ``span`` zeros on
+        the left and enough on the right for every shifted block.
+        """
         if not wide:
             return self.gw, 0
         return self.span + self.nz_pad, self.span
 
     def grad_rows(self, g: Tensor, wide: bool) -> tuple[Tensor, tuple[int, int, int, int], int, int]:
-        """The incoming gradient chunk ``(B, G, cnt, Dx, ny, nx)`` as the kernels read it: output
-        row by output row (``(B, G, ny, cnt, Dx, row)``, so that the displacement rows of one output
-        row lie together), padded as :meth:`grad_layout` says.  Returns the array, its strides
-        ``(batch-group, displacement row, displacement, output row)``, the row length and the
-        column of pixel 0."""
+        """The incoming gradient chunk ``(B, G, cnt, Dx, ny, nx)`` as the kernels read it.
+
+        Output row by output row (``(B, G, ny, cnt, Dx, row)``, so that the displacement rows of
+        one output row lie together), padded as :meth:`grad_layout` says.  Returns the array, its
+        strides ``(batch-group, displacement row, displacement, output row)``, the row length and
+        the column of pixel 0.
+        """
         bsz, groups, cnt, dxn, ny, nx = g.shape
         g_r, gx0 = self.grad_layout(wide)
         out = g.new_zeros((bsz, groups, ny, cnt, dxn, g_r), dtype=self.acc)
@@ -307,22 +328,26 @@ class _XProblem:
 
 
 def _box_chunks(grid: _Grid) -> list[tuple[int, int]]:
-    """Displacement-row chunks for a window larger than one tap: the one-tap volume of a chunk stays
-    within the output's size (all rows at once when it fits)."""
+    """Displacement-row chunks for a window larger than one tap.
+
+    The one-tap volume of a chunk stays within the output's size (all rows at once when it fits).
+    """
     per_row = max(grid.ny * grid.nx, 1)
     rows = max(1, (5 * grid.dyn * grid.ho * grid.wo) // (4 * per_row))
     return [(t, min(rows, grid.dyn - t)) for t in range(0, grid.dyn, rows)]
 
 
 def _grad_chunks(grid: _Grid, row: int) -> list[tuple[int, int]]:
-    """Displacement-row chunks of the ``f2`` gradient: the padded incoming gradient of a chunk (rows
-    of ``row`` values on the one-tap grid) stays within half the output's size; chunks of equal
-    size (the kernels sum over a chunk's rows, so a short last chunk would run inefficiently)."""
+    """Displacement-row chunks of the backward's padded incoming gradient.
+
+    A chunk (rows of ``row`` values on the one-tap grid) stays within half the output's size;
+    chunks of equal size (the kernels sum over a chunk's rows: a short last one runs slowly).
+    """
     per_row = max(grid.dxn * grid.ny * row, 1)
     rows = max(1, (grid.dyn * grid.dxn * grid.ho * grid.wo) // (2 * per_row))
     n = -(-grid.dyn // rows)
     edges = [grid.dyn * k // n for k in range(n + 1)]
-    return [(a, b - a) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    return [(a, b - a) for a, b in itertools.pairwise(edges) if b > a]
 
 
 def _box(u: Tensor, geometry: Geometry, ho: int, wo: int) -> Tensor:
@@ -562,7 +587,10 @@ def backward(
 
 
 def warmup() -> float:
-    """Compile (or load from numba's disk cache) every kernel; returns the seconds it took."""
+    """Compile (or load from numba's disk cache) the kernels of a small problem; returns the seconds.
+
+    Block shapes a problem needs beyond those compile on its first call (a few seconds each).
+    """
     import time
 
     if available() is not None:

@@ -17,8 +17,8 @@ The caller pads the columns with zeros so that every block of ``LANES`` pixels (
 included) and every block of displacements (the last one rounded up to a full block) can be read:
 the kernels never test a column.  Rows outside the maps are skipped (their products are zero).
 The incoming gradient ``G`` has strides ``(batch-group, displacement row, displacement, output
-row)`` and pixel 0 at column ``gx0``, padded the same way; for the ``f2`` gradient, which reads ``G`` and ``A`` shifted by every displacement, both
-carry ``span`` zero columns on the left.
+row)`` and pixel 0 at column ``gx0``, padded the same way; for the ``f2`` gradient, which reads
+``G`` and ``A`` shifted by every displacement, both carry ``span`` zero columns on the left.
 
 How the work is split.  Pixels go in blocks of ``LANES`` along a row (the unit LLVM vectorises;
 ``_cpu_xvec``), the reduction runs over channels (forward), displacements (``f1`` gradient) or
@@ -39,8 +39,11 @@ LANES = xv.LANES
 
 
 def displacement_block(dxn: int) -> int:
-    """Displacements per forward block: the size up to ``XT_MAX`` that wastes least when ``dxn``
-    is rounded up to whole blocks (the larger one on a tie)."""
+    """Displacements per forward block.
+
+    The size up to ``XT_MAX`` that wastes least when ``dxn`` is rounded up to whole blocks (the
+    larger one on a tie).
+    """
     if dxn <= xv.XT_MAX:
         return dxn
     return min(range(xv.XT_MAX, 4, -1), key=lambda t: -(-dxn // t) * t)
@@ -64,18 +67,25 @@ def forward(a, a_strides, axo, b, b_strides, bxo, out, dims, geo, pair, t_block,
 
 
 def grad_f1(g, g_strides, gx0, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale) -> None:
-    """Adds the gradient with respect to ``f1`` to ``ga`` (flat NCHW), two output rows at a time
-    where they share ``f2`` rows (``pair`` as for :func:`forward`)."""
+    """Adds the gradient with respect to ``f1`` to ``ga`` (flat NCHW).
+
+    Two output rows at a time where they share ``f2`` rows (``pair`` as for :func:`forward`).
+    """
     for k, lo, hi in channel_blocks(dims[2]):
         if pair[0] > 0:
-            getattr(xv, f"grad_f1_pair_c{k}")(g, g_strides, gx0, b, b_strides, bxo, ga, w, ax0, lo, hi, dims, geo, pair, scale)
+            getattr(xv, f"grad_f1_pair_c{k}")(
+                g, g_strides, gx0, b, b_strides, bxo, ga, w, ax0, lo, hi, dims, geo, pair, scale
+            )
         else:
             getattr(xv, f"grad_f1_c{k}")(g, g_strides, gx0, b, b_strides, bxo, ga, w, ax0, lo, hi, dims, geo, scale)
 
 
 def grad_f2(g, g_strides, gx0, a, a_strides, axo, gb, w, bx0, nz, dims, geo, scale) -> None:
-    """Adds the gradient with respect to ``f2`` to ``gb`` (flat NCHW); ``g`` and ``a`` readable
-    ``span`` columns left of pixel 0 and up to ``nz`` rounded up to ``LANES`` (zeros)."""
+    """Adds the gradient with respect to ``f2`` to ``gb`` (flat NCHW).
+
+    ``g`` and ``a`` are readable (zeros) ``span`` columns left of pixel 0 and up to ``nz`` rounded
+    up to ``LANES``.
+    """
     paired = geo[5] == 1 and geo[2] > 1 and geo[7] != 0  # unit row step, several displacement rows
     for k, lo, hi in channel_blocks(dims[2]):
         name = f"grad_f2_pair_c{k}" if paired else f"grad_f2_c{k}"
