@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._geometry import Geometry
+from ._cpu_codegen import LANES as _LANES
 
 NAME = "cpu"
 
@@ -224,7 +225,7 @@ class _XProblem:
     def __init__(self, f1: Tensor, f2: Tensor, grid: _Grid, groups: int, acc: torch.dtype) -> None:
         k = _xkernels
         b, c, h, w = f1.shape
-        lanes = k.LANES
+        lanes = _LANES
         self.f1, self.f2, self.grid, self.acc = f1, f2, grid, acc
         self.gw = -(-grid.nx // lanes) * lanes  # pixels rounded up to whole blocks
         self.t_block = k.displacement_block(grid.dxn)
@@ -396,7 +397,7 @@ def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None
     prob = _XProblem(f1, f2, grid, groups, acc)
     # The f1 gradient reads the incoming gradient unshifted: on the output grid, with whole
     # blocks of pixels, straight from it in one pass.
-    direct = g1 is not None and grid.unit and grid.wo % _xkernels.LANES == 0
+    direct = g1 is not None and grid.unit and grid.wo % _LANES == 0
     if direct:
         ho, wo, dyn, dxn = grid.ho, grid.wo, grid.dyn, grid.dxn
         strides = (dyn * dxn * ho * wo, dxn * ho * wo, ho * wo, wo)

@@ -34,8 +34,7 @@ of summation, so results do not depend on the number of threads.
 from __future__ import annotations
 
 from . import _cpu_xvec as xv
-
-LANES = xv.LANES
+from ._cpu_simd import XC_SIZES, XT_MAX
 
 
 def displacement_block(dxn: int) -> int:
@@ -44,15 +43,15 @@ def displacement_block(dxn: int) -> int:
     The size up to ``XT_MAX`` that wastes least when ``dxn`` is rounded up to whole blocks (the
     larger one on a tie).
     """
-    if dxn <= xv.XT_MAX:
+    if dxn <= XT_MAX:
         return dxn
-    return min(range(xv.XT_MAX, 4, -1), key=lambda t: -(-dxn // t) * t)
+    return min(range(XT_MAX, 4, -1), key=lambda t: -(-dxn // t) * t)
 
 
 def channel_blocks(cg: int) -> list[tuple[int, int, int]]:
     """``(K, c_lo, c_hi)`` runs covering ``cg`` channels with the gradient kernels' block sizes."""
     runs, c = [], 0
-    for k in xv.XC_SIZES:
+    for k in XC_SIZES:
         n = (cg - c) // k * k
         if n:
             runs.append((k, c, c + n))
