@@ -41,9 +41,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._geometry import Geometry
+from ._alloc import empty as _empty
 from ._cpu_codegen import LANES as _LANES
 
 NAME = "cpu"
+_CPU = torch.device("cpu")
 
 try:  # optional accelerator: never break import
     import numba as _numba  # noqa: F401
@@ -380,13 +382,13 @@ def _box_adjoint(g: Tensor, geometry: Geometry, ny: int, nx: int) -> Tensor:
 
 def _xforward(f1: Tensor, f2: Tensor, geometry: Geometry, grid: _Grid, groups: int, scale: float, acc) -> Tensor:
     b = f1.shape[0]
-    out = torch.empty((b, groups, grid.dyn, grid.dxn, grid.ho, grid.wo), dtype=acc)
+    out = _empty((b, groups, grid.dyn, grid.dxn, grid.ho, grid.wo), acc, _CPU)
     prob = _XProblem(f1, f2, grid, groups, acc)
     if grid.unit:
         prob.forward(out, scale, 0, grid.dyn)
         return out
     for ty0, cnt in _box_chunks(grid):
-        part = torch.empty((b, groups, cnt, grid.dxn, grid.ny, grid.nx), dtype=acc)
+        part = _empty((b, groups, cnt, grid.dxn, grid.ny, grid.nx), acc, _CPU)
         prob.forward(part, scale, ty0, cnt)
         out[:, :, ty0 : ty0 + cnt] = _box(part, geometry, grid.ho, grid.wo)
         del part
@@ -448,7 +450,7 @@ def forward(f1: Tensor, f2: Tensor, geometry: Geometry, groups: int, mode: str, 
     bb, b_nhwc = _flat(f2, acc, hot=True)
     dims = (b, c, h, w, groups)
     absdiff = mode == "absdiff"
-    out = torch.empty(shape, dtype=acc)
+    out = _empty(shape, acc, _CPU)
     if grid.unit:
         k.forward(
             a,
@@ -467,7 +469,7 @@ def forward(f1: Tensor, f2: Tensor, geometry: Geometry, groups: int, mode: str, 
     else:
         weight = torch.ones((1, 1, gy.kernel_size, gx.kernel_size), dtype=acc)
         for ty0, cnt in grid.chunks(b, groups):
-            part = torch.empty((b, groups, cnt, gx.disp_count, grid.ny, grid.nx), dtype=acc)
+            part = _empty((b, groups, cnt, gx.disp_count, grid.ny, grid.nx), acc, _CPU)
             k.forward(
                 a,
                 a_nhwc,
