@@ -278,7 +278,11 @@ def markdown(report: dict) -> str:
         "| peak extra MiB (budget) | first call ms |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    refused: dict[str, str] = {}
     for r in report["results"]:
+        if r["error"] and "cannot run this input" in r["error"]:  # e.g. a GPU backend on CPU inputs
+            refused.setdefault(r["impl"], r["error"].split(": ", 1)[-1])
+            continue
         if r["error"]:
             lines.append(f"| {r['workload']} | {r['impl']} | failed: {r['error'][:60]} | | | | | | |")
             continue
@@ -287,4 +291,6 @@ def markdown(report: dict) -> str:
             f"| {r['workload']} | {r['impl']} | {r['fwd_ms']:.1f} | {r['bwd_ms']:.1f} | {r['both_ms']:.1f} "
             f"| {r['gflops']:.1f} | {r['matmul_pct']:.1f}% | {mem} | {r['first_ms']:.0f} |"
         )
+    for impl, why in refused.items():
+        lines += ["", f"Not run here: {impl} ({why})."]
     return "\n".join(lines)
