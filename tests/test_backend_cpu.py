@@ -184,13 +184,31 @@ def test_fast_path_ignores_values_nothing_reads():
 
 
 @needs_numba
+@pytest.mark.parametrize("step", [-1, 2])
+def test_fast_path_backward_in_displacement_chunks(step):
+    """One displacement row, many horizontal ones on a narrow map (a stereo volume): the padded
+    incoming gradient of even one row is too large, so the backward splits the displacements."""
+    geometry = Geometry(AxisGeometry(0, 0, 1, 1, 1, 0, 1, 1), AxisGeometry(0, 0, 1, 1, 1, 0, 30, step))
+    f1, f2 = _inputs((2, 9, 5, 21))
+    grid = cpu._Grid(geometry, 5, 21)
+    assert len(cpu._column_chunks(cpu._XProblem(f1, f2, grid, 1, torch.float64), True)) > 1
+    out = cpu.forward(f1, f2, geometry, 1, "product", 1.0)
+    np.testing.assert_allclose(out.numpy(), general_reference(f1, f2, geometry.as_list()), atol=1e-12)
+    grad = torch.randn(out.shape, dtype=torch.float64)
+    g1, g2 = cpu.backward(grad, f1, f2, geometry, 1, "product", 1.0)
+    r1, r2 = general_reference_grad(f1, f2, grad, geometry.as_list())
+    np.testing.assert_allclose(g1.numpy(), r1, atol=1e-12)
+    np.testing.assert_allclose(g2.numpy(), r2, atol=1e-12)
+
+
+@needs_numba
 def test_fast_path_backward_in_chunks():
     """Displacements that reach far past a narrow map: the backward runs in several chunks."""
     geometry = _flownet(12, 1, 12, 1, 3)
     f1, f2 = _inputs((1, 10, 7, 9))
     grid = cpu._Grid(geometry, 7, 9)
     prob = cpu._XProblem(f1, f2, grid, 1, torch.float64)
-    assert len(cpu._grad_chunks(grid, prob.grad_layout(True)[0])) > 1
+    assert len(cpu._grad_chunks(grid, prob.grad_layout(True)[0], grid.dxn)) > 1
     out = cpu.forward(f1, f2, geometry, 1, "product", 1.0)
     np.testing.assert_allclose(out.numpy(), general_reference(f1, f2, geometry.as_list()), atol=1e-12)
     grad = torch.randn(out.shape, dtype=torch.float64)

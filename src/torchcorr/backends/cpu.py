@@ -33,6 +33,7 @@ then cached on disk in numba's cache directory); :func:`warmup` does it ahead of
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -340,17 +341,49 @@ def _box_chunks(grid: _Grid) -> list[tuple[int, int]]:
     return [(t, min(rows, grid.dyn - t)) for t in range(0, grid.dyn, rows)]
 
 
-def _grad_chunks(grid: _Grid, row: int) -> list[tuple[int, int]]:
+def _grad_chunks(grid: _Grid, row: int, dxn_all: int) -> list[tuple[int, int]]:
     """Displacement-row chunks of the backward's padded incoming gradient.
 
-    A chunk (rows of ``row`` values on the one-tap grid) stays within half the output's size;
-    chunks of equal size (the kernels sum over a chunk's rows: a short last one runs slowly).
+    A chunk (rows of ``row`` values on the one-tap grid, ``grid.dxn`` of the ``dxn_all``
+    horizontal displacements) stays within half the output's size; chunks of equal size (the
+    kernels sum over a chunk's rows: a short last one runs slowly).
     """
     per_row = max(grid.dxn * grid.ny * row, 1)
-    rows = max(1, (grid.dyn * grid.dxn * grid.ho * grid.wo) // (2 * per_row))
-    n = -(-grid.dyn // rows)
-    edges = [grid.dyn * k // n for k in range(n + 1)]
+    rows = max(1, (grid.dyn * dxn_all * grid.ho * grid.wo) // (2 * per_row))
+    return _even(grid.dyn, rows)
+
+
+def _even(n: int, most: int) -> list[tuple[int, int]]:
+    """``n`` split into as few ``(start, count)`` pieces of at most ``most`` as possible, even sizes."""
+    k = -(-n // most)
+    edges = [n * j // k for j in range(k + 1)]
     return [(a, b - a) for a, b in itertools.pairwise(edges) if b > a]
+
+
+def _column_chunks(prob: _XProblem, wide: bool) -> list[tuple[int, int]]:
+    """Horizontal-displacement chunks ``(t0, count)`` (in increasing displacement order).
+
+    All at once unless the padded incoming gradient of a single displacement row would exceed
+    half the output's size (one-row problems such as stereo volumes, with wide rows).
+    """
+    g = prob.grid
+    out = g.dyn * g.dxn * g.ho * g.wo
+    m = g.dxn
+    while m > 1:
+        span = (m - 1) * g.sdx
+        row = (span + -(-(g.nx + span) // _LANES) * _LANES) if wide else prob.gw
+        if 2 * m * g.ny * row <= out:
+            break
+        m -= 1
+    return _even(g.dxn, m)
+
+
+def _sub_grid(grid: _Grid, t0: int, count: int) -> _Grid:
+    """``grid`` restricted to horizontal displacements ``t0 .. t0 + count`` (increasing order)."""
+    sub = copy.copy(grid)
+    sub.dxn = count
+    sub.dx0 = grid.dx0 + t0 * grid.sdx
+    return sub
 
 
 def _box(u: Tensor, geometry: Geometry, ho: int, wo: int) -> Tensor:
@@ -409,19 +442,23 @@ def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None
     if g1 is None and g2 is None:
         return
     # Otherwise (and for the f2 gradient, which reads it shifted by every displacement) a padded
-    # copy laid out by output row, a chunk of displacement rows at a time.
+    # copy laid out by output row, a chunk of displacement rows (and, when even one row of them
+    # is too large, of horizontal displacements) at a time.
     wide = g2 is not None
-    g_r, _ = prob.grad_layout(wide)
-    for ty0, cnt in _grad_chunks(grid, g_r):
-        g = gout[:, :, ty0 : ty0 + cnt]
-        if not grid.unit:
-            g = _box_adjoint(g, geometry, grid.ny, grid.nx)
-        g, strides, g_r, gx0 = prob.grad_rows(g, wide)
-        if g1 is not None:
-            prob.grad_f1(g, strides, g_r, gx0, g1, scale, ty0, cnt)
-        if g2 is not None:
-            prob.grad_f2(g, strides, g_r, gx0, g2, scale, ty0, cnt)
-        del g
+    for t0, m in _column_chunks(prob, wide):
+        sub = prob if m == grid.dxn else _XProblem(f1, f2, _sub_grid(grid, t0, m), groups, acc)
+        cols = slice(grid.dxn - t0 - m, grid.dxn - t0) if grid.rev else slice(t0, t0 + m)
+        g_r, _ = sub.grad_layout(wide)
+        for ty0, cnt in _grad_chunks(sub.grid, g_r, grid.dxn):
+            g = gout[:, :, ty0 : ty0 + cnt, cols]
+            if not grid.unit:
+                g = _box_adjoint(g, geometry, grid.ny, grid.nx)
+            g, strides, g_r, gx0 = sub.grad_rows(g, wide)
+            if g1 is not None:
+                sub.grad_f1(g, strides, g_r, gx0, g1, scale, ty0, cnt)
+            if g2 is not None:
+                sub.grad_f2(g, strides, g_r, gx0, g2, scale, ty0, cnt)
+            del g
 
 
 # --------------------------------------------------------------------------------------------
