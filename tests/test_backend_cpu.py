@@ -95,6 +95,23 @@ def test_float32_matches_pure(prob):
     torch.testing.assert_close(b1, b2, rtol=1e-5, atol=1e-4)
 
 
+def _assert_product_matches_reference(f1, f2, geometry, groups=1, scale=1.0, inputs=None):
+    """Forward and both gradients of the cpu backend's product against the float64 loops.
+
+    ``inputs``: other tensors to run the backend on (the reference always reads ``f1``, ``f2``).
+    """
+    a, b = inputs if inputs is not None else (f1, f2)
+    out = cpu.forward(a, b, geometry, groups, "product", scale)
+    ref = general_reference(f1, f2, geometry.as_list(), groups, "product", scale)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
+    grad = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    r1, r2 = general_reference_grad(f1, f2, grad, geometry.as_list(), groups, "product", scale)
+    g1, g2 = cpu.backward(grad, a, b, geometry, groups, "product", scale)
+    np.testing.assert_allclose(g1.numpy(), r1, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g2.numpy(), r2, rtol=1e-10, atol=1e-12)
+    return grad, r1, r2
+
+
 @st.composite
 def fast_problem(draw):
     """Product-mode problems on the pixel-vectorised path (a unit pixel step: stride 1, or a window
@@ -128,15 +145,7 @@ def fast_problem(draw):
 def test_fast_path_against_reference(prob):
     geometry, groups, shape = prob
     f1, f2 = _inputs(shape, seed=5)
-    out = cpu.forward(f1, f2, geometry, groups, "product", 0.3)
-    np.testing.assert_allclose(
-        out.numpy(), general_reference(f1, f2, geometry.as_list(), groups, "product", 0.3), rtol=1e-10, atol=1e-12
-    )
-    grad = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    g1, g2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3)
-    r1, r2 = general_reference_grad(f1, f2, grad, geometry.as_list(), groups, "product", 0.3)
-    np.testing.assert_allclose(g1.numpy(), r1, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(g2.numpy(), r2, rtol=1e-10, atol=1e-12)
+    grad, r1, r2 = _assert_product_matches_reference(f1, f2, geometry, groups, 0.3)
     # one gradient alone takes other routes through the backward
     only1, none2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f2=False)
     none1, only2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f1=False)
@@ -169,18 +178,12 @@ def test_fast_path_ignores_values_nothing_reads():
     result or the gradients (the kernels read padded blocks around the pixels they use)."""
     geometry = Geometry(AxisGeometry(-2, -1, 1, 1, 1, -1, 3, 1), AxisGeometry(-3, -2, 1, 1, 1, -2, 5, 1))
     f1, f2 = _inputs((2, 5, 9, 23))
-    ref_out = general_reference(f1, f2, geometry.as_list(), 1, "product")
-    grad = torch.randn(ref_out.shape, dtype=torch.float64)
-    r1, r2 = general_reference_grad(f1, f2, grad, geometry.as_list(), 1, "product")
     a, b = f1.clone(), f2.clone()
     a[..., :3] = float("nan")  # f1 columns 0-2 and the last two lie outside every window
     a[..., -2:] = float("inf")
     a[:, :, :2] = float("nan")
     b[..., 0] = float("nan")  # f2 column 0: displacement -2 from column 3 reaches column 1 at least
-    np.testing.assert_allclose(cpu.forward(a, b, geometry, 1, "product", 1.0).numpy(), ref_out, atol=1e-12)
-    g1, g2 = cpu.backward(grad, a, b, geometry, 1, "product", 1.0)
-    np.testing.assert_allclose(g1.numpy(), r1, atol=1e-12)
-    np.testing.assert_allclose(g2.numpy(), r2, atol=1e-12)
+    _assert_product_matches_reference(f1, f2, geometry, inputs=(a, b))
 
 
 @needs_numba
@@ -192,13 +195,7 @@ def test_fast_path_backward_in_displacement_chunks(step):
     f1, f2 = _inputs((2, 9, 5, 21))
     grid = cpu._Grid(geometry, 5, 21)
     assert len(cpu._column_chunks(cpu._XProblem(f1, f2, grid, 1, torch.float64), True)) > 1
-    out = cpu.forward(f1, f2, geometry, 1, "product", 1.0)
-    np.testing.assert_allclose(out.numpy(), general_reference(f1, f2, geometry.as_list()), atol=1e-12)
-    grad = torch.randn(out.shape, dtype=torch.float64)
-    g1, g2 = cpu.backward(grad, f1, f2, geometry, 1, "product", 1.0)
-    r1, r2 = general_reference_grad(f1, f2, grad, geometry.as_list())
-    np.testing.assert_allclose(g1.numpy(), r1, atol=1e-12)
-    np.testing.assert_allclose(g2.numpy(), r2, atol=1e-12)
+    _assert_product_matches_reference(f1, f2, geometry)
 
 
 @needs_numba
@@ -209,13 +206,7 @@ def test_fast_path_backward_in_chunks():
     grid = cpu._Grid(geometry, 7, 9)
     prob = cpu._XProblem(f1, f2, grid, 1, torch.float64)
     assert len(cpu._grad_chunks(grid, prob.grad_layout(True)[0], grid.dxn)) > 1
-    out = cpu.forward(f1, f2, geometry, 1, "product", 1.0)
-    np.testing.assert_allclose(out.numpy(), general_reference(f1, f2, geometry.as_list()), atol=1e-12)
-    grad = torch.randn(out.shape, dtype=torch.float64)
-    g1, g2 = cpu.backward(grad, f1, f2, geometry, 1, "product", 1.0)
-    r1, r2 = general_reference_grad(f1, f2, grad, geometry.as_list())
-    np.testing.assert_allclose(g1.numpy(), r1, atol=1e-12)
-    np.testing.assert_allclose(g2.numpy(), r2, atol=1e-12)
+    _assert_product_matches_reference(f1, f2, geometry)
 
 
 def _flownet(pad, k, md, s1, s2):
