@@ -1,18 +1,17 @@
-"""Writes ``_cpu_micro.py`` and ``_cpu_xvec.py``: the register-blocked inner kernels of the CPU backend.
+"""Writes ``_cpu_micro.py`` and ``_cpu_xvec.py``: generated kernel code of the CPU backend.
 
-Not imported at run time.  Numba cannot hold a block of accumulators in registers unless each is
-its own local variable, so every block shape is spelled out; this script spells them.  Run
-``python -m torchcorr.backends._cpu_codegen`` after changing it (a test checks that the committed
-file is up to date).
+Run ``python -m torchcorr.backends._cpu_codegen`` after changing it (a test checks that the
+committed files are up to date).  At run time only its block-shape constants are imported.
 
-Every kernel works on rows of channels-last buffers (flat 1-D arrays; a pixel is ``C`` consecutive
-values).  A block is ``P`` pixels of the first row at ``pa + p*astep`` and ``T`` displacements;
-pixel ``p`` with displacement ``t`` meets the second row at ``pb + (p + t)*bstep``, so ``P + T - 1``
-loads of the second row feed ``P * T`` products per channel (the pixel step is chosen so that a
-pixel step equals a displacement step).  Indices are unsigned so that numba drops its
-negative-index checks and LLVM vectorises the channel loop.
-
-``_cpu_micro.py`` (channels-vectorised; every geometry and both modes).  Kernels (and ``fwd_block``, ``bw1_block``, ``bw2_block``, which pick one by block-shape id):
+``_cpu_micro.py`` (channels-vectorised; every geometry and both modes).  Numba cannot hold a block
+of accumulators in registers unless each is its own local variable, so every block shape is spelled
+out.  Every kernel works on rows of channels-last buffers (flat 1-D arrays; a pixel is ``C``
+consecutive values).  A block is ``P`` pixels of the first row at ``pa + p*astep`` and ``T``
+displacements; pixel ``p`` with displacement ``t`` meets the second row at ``pb + (p + t)*bstep``,
+so ``P + T - 1`` loads of the second row feed ``P * T`` products per channel (the pixel step is
+chosen so that a pixel step equals a displacement step).  Indices are unsigned so that numba drops
+its negative-index checks and LLVM vectorises the channel loop.  Kernels (and ``fwd_block``,
+``bw1_block``, ``bw2_block``, which pick one by block-shape id):
 
 * ``fwd_{mode}_p{P}t{T}(z, a, pa, astep, b, pb, bstep, C)``: the ``P*T`` sums over channels,
   returned as a tuple, pixel-major (``z``: a zero of the accumulation dtype).
@@ -22,10 +21,11 @@ negative-index checks and LLVM vectorises the channel loop.
   g[p][t] * d/db`` (gradient of the second row).
 
 ``_cpu_xvec.py`` (pixel-vectorised; the product mode on a unit pixel step, the fast path): the
-parallel drivers ``forward_r{R}t{T}``, ``grad_f1_c{K}`` and ``grad_f2_c{K}``, one per inner kernel of
-``_cpu_simd`` (see ``cpu_xkernels`` for the problem they solve), so that only the block shapes a
-problem uses are compiled.  Every array they read is padded so that a full block of ``LANES``
-pixels can be read; writes are masked to the real pixels.
+parallel drivers ``forward_r{R}t{T}``, ``grad_f1_c{K}``, ``grad_f1_pair_c{K}``, ``grad_f2_c{K}`` and
+``grad_f2_pair_c{K}`` around the explicit-SIMD kernels of ``_cpu_simd`` (see ``cpu_xkernels`` for
+the problem they solve), one per block shape so that only the shapes a problem uses are compiled.
+Every array they read is padded so that a full block of ``LANES`` pixels can be read; writes are
+masked to the real pixels.
 """
 
 # ruff: noqa: E501  (the driver templates keep a call on one line)
