@@ -159,12 +159,16 @@ class _Grid:
             self.rev,
         )
 
-    def chunks(self, b: int, groups: int) -> list[tuple[int, int]]:
-        """Displacement-row chunks; for k > 1 the intermediate stays at most half the output."""
+    def chunks(self, cap: float) -> list[tuple[int, int]]:
+        """Displacement-row chunks for a window larger than one tap.
+
+        The one-tap intermediate of a chunk stays within ``cap`` times the output's size; a
+        one-tap window needs none and runs all rows at once.
+        """
         if self.unit:
             return [(0, self.dyn)]
         per_row = max(self.ny * self.nx, 1)
-        rows = max(1, (self.dyn * self.ho * self.wo) // (2 * per_row))
+        rows = max(1, int(cap * self.dyn * self.ho * self.wo) // per_row)
         return [(t, min(rows, self.dyn - t)) for t in range(0, self.dyn, rows)]
 
 
@@ -294,20 +298,20 @@ class _XProblem:
             return self.gw, 0
         return self.span + self.nz_pad, self.span
 
-    def grad_rows(self, g: Tensor, wide: bool) -> tuple[Tensor, tuple[int, int, int, int], int, int]:
+    def grad_rows(self, g: Tensor, wide: bool) -> tuple[Tensor, tuple[int, int, int, int], int]:
         """The incoming gradient chunk ``(B, G, cnt, Dx, ny, nx)`` as the kernels read it.
 
         Output row by output row (``(B, G, ny, cnt, Dx, row)``, so that the displacement rows of
         one output row lie together), padded as :meth:`grad_layout` says.  Returns the array, its
-        strides ``(batch-group, displacement row, displacement, output row)``, the row length and
-        the column of pixel 0.
+        strides ``(batch-group, displacement row, displacement, output row)`` and the column of
+        pixel 0.
         """
         bsz, groups, cnt, dxn, ny, nx = g.shape
         g_r, gx0 = self.grad_layout(wide)
         out = g.new_zeros((bsz, groups, ny, cnt, dxn, g_r), dtype=self.acc)
         out[..., gx0 : gx0 + nx] = g.permute(0, 1, 4, 2, 3, 5)
         strides = (ny * cnt * dxn * g_r, dxn * g_r, g_r, cnt * dxn * g_r)
-        return out, strides, g_r, gx0
+        return out, strides, gx0
 
     def forward(self, out: Tensor, scale: float, ty0: int, cnt: int) -> None:
         (a, a_strides), (b, b_strides) = self.a(), self.b()
@@ -316,29 +320,19 @@ class _XProblem:
             self.geo(ty0, cnt), self.pair(cnt), self.t_block, float(scale),
         )  # fmt: skip
 
-    def grad_f1(self, g, g_strides, g_r, gx0, g1: Tensor, scale: float, ty0: int, cnt: int) -> None:
+    def grad_f1(self, g, g_strides, gx0, g1: Tensor, scale: float, ty0: int, cnt: int) -> None:
         b, b_strides = self.b()
         _xkernels.grad_f1(
             self._arr(g), g_strides, gx0, self._arr(b), b_strides, 0, self._arr(g1), self.w,
             self.x0, self.dims, self.geo(ty0, cnt), self.pair(cnt), float(scale),
         )  # fmt: skip
 
-    def grad_f2(self, g, g_strides, g_r, gx0, g2: Tensor, scale: float, ty0: int, cnt: int) -> None:
+    def grad_f2(self, g, g_strides, gx0, g2: Tensor, scale: float, ty0: int, cnt: int) -> None:
         a, a_strides = self.a_wide()
         _xkernels.grad_f2(
             self._arr(g), g_strides, gx0, self._arr(a), a_strides, self.span, self._arr(g2), self.w,
             self.bx0, self.nz, self.dims, self.geo(ty0, cnt), float(scale),
         )  # fmt: skip
-
-
-def _box_chunks(grid: _Grid) -> list[tuple[int, int]]:
-    """Displacement-row chunks for a window larger than one tap.
-
-    The one-tap volume of a chunk stays within the output's size (all rows at once when it fits).
-    """
-    per_row = max(grid.ny * grid.nx, 1)
-    rows = max(1, (5 * grid.dyn * grid.ho * grid.wo) // (4 * per_row))
-    return [(t, min(rows, grid.dyn - t)) for t in range(0, grid.dyn, rows)]
 
 
 def _grad_chunks(grid: _Grid, row: int, dxn_all: int) -> list[tuple[int, int]]:
@@ -370,9 +364,8 @@ def _column_chunks(prob: _XProblem, wide: bool) -> list[tuple[int, int]]:
     out = g.dyn * g.dxn * g.ho * g.wo
     m = g.dxn
     while m > 1:
-        span = (m - 1) * g.sdx
-        row = (span + -(-(g.nx + span) // _LANES) * _LANES) if wide else prob.gw
-        if 2 * m * g.ny * row <= out:
+        sub = _XProblem(prob.f1, prob.f2, _sub_grid(g, 0, m), prob.dims[1], prob.acc)  # makes no arrays
+        if 2 * m * g.ny * sub.grad_layout(wide)[0] <= out:
             break
         m -= 1
     return _even(g.dxn, m)
@@ -420,7 +413,7 @@ def _xforward(f1: Tensor, f2: Tensor, geometry: Geometry, grid: _Grid, groups: i
     if grid.unit:
         prob.forward(out, scale, 0, grid.dyn)
         return out
-    for ty0, cnt in _box_chunks(grid):
+    for ty0, cnt in grid.chunks(1.25):  # all rows at once when that is about the output's size
         part = _empty((b, groups, cnt, grid.dxn, grid.ny, grid.nx), acc, _CPU)
         prob.forward(part, scale, ty0, cnt)
         out[:, :, ty0 : ty0 + cnt] = _box(part, geometry, grid.ho, grid.wo)
@@ -436,7 +429,7 @@ def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None
     if direct:
         ho, wo, dyn, dxn = grid.ho, grid.wo, grid.dyn, grid.dxn
         strides = (dyn * dxn * ho * wo, dxn * ho * wo, ho * wo, wo)
-        prob.grad_f1(gout.contiguous(), strides, wo, 0, g1, scale, 0, dyn)
+        prob.grad_f1(gout.contiguous(), strides, 0, g1, scale, 0, dyn)
         prob.release_b()
         g1 = None
     if g1 is None and g2 is None:
@@ -453,11 +446,11 @@ def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None
             g = gout[:, :, ty0 : ty0 + cnt, cols]
             if not grid.unit:
                 g = _box_adjoint(g, geometry, grid.ny, grid.nx)
-            g, strides, g_r, gx0 = sub.grad_rows(g, wide)
+            g, strides, gx0 = sub.grad_rows(g, wide)
             if g1 is not None:
-                sub.grad_f1(g, strides, g_r, gx0, g1, scale, ty0, cnt)
+                sub.grad_f1(g, strides, gx0, g1, scale, ty0, cnt)
             if g2 is not None:
-                sub.grad_f2(g, strides, g_r, gx0, g2, scale, ty0, cnt)
+                sub.grad_f2(g, strides, gx0, g2, scale, ty0, cnt)
             del g
 
 
@@ -505,7 +498,7 @@ def forward(f1: Tensor, f2: Tensor, geometry: Geometry, groups: int, mode: str, 
         )
     else:
         weight = torch.ones((1, 1, gy.kernel_size, gx.kernel_size), dtype=acc)
-        for ty0, cnt in grid.chunks(b, groups):
+        for ty0, cnt in grid.chunks(0.5):
             part = _empty((b, groups, cnt, gx.disp_count, grid.ny, grid.nx), acc, _CPU)
             k.forward(
                 a,
@@ -614,7 +607,7 @@ def backward(
         if grid.unit:
             one_tap(gout, 0, gy.disp_count)
         else:
-            for ty0, cnt in grid.chunks(b, groups):
+            for ty0, cnt in grid.chunks(0.5):
                 part = gout[:, :, ty0 : ty0 + cnt].reshape(-1, 1, grid.ho, grid.wo)
                 spread = F.conv_transpose2d(
                     part, weight, stride=(gy.stride, gx.stride), dilation=(gy.kernel_dilation, gx.kernel_dilation)
