@@ -152,6 +152,24 @@ def forward(f1, f1_nhwc, f2, f2_nhwc, out, dims, grid, shape, m, absdiff, scale,
     return out
 
 
+@nb.njit(**_JIT, inline="always")
+def _block_weights(gv, gout, gbase, plane, j0, m, bp, bt, tb, nx, dxn, rev, scale, z):
+    """The weights of one gradient block: ``gv[p*bt + t]``.
+
+    The scaled incoming gradient of block pixel ``p`` (``j0 + p*m``) at displacement ``tb + t``;
+    zero past the last pixel or displacement.
+    """
+    for p in range(bp):
+        j = j0 + p * m
+        for t in range(bt):
+            tx = tb + t
+            v = z
+            if j < nx and tx < dxn:
+                txo = dxn - 1 - tx if rev else tx
+                v = gout[gbase + txo * plane + j] * scale
+            gv[p * bt + t] = v
+
+
 @nb.njit(**_PJIT)
 def grad_f1(gout, f1, f1_nhwc, f2, f2_nhwc, g1, dims, grid, shape, m, absdiff, scale, z):
     """Accumulate the gradient of :func:`forward` with respect to ``f1`` into ``g1`` (flat NCHW).
@@ -196,15 +214,7 @@ def grad_f1(gout, f1, f1_nhwc, f2, f2_nhwc, g1, dims, grid, shape, m, absdiff, s
                     if j0 >= nx:
                         break
                     for tb in range(0, dxn, bt):
-                        for p in range(bp):
-                            j = j0 + p * m
-                            for t in range(bt):
-                                tx = tb + t
-                                v = z
-                                if j < nx and tx < dxn:
-                                    txo = dxn - 1 - tx if rev else tx
-                                    v = gout[gbase + txo * plane + j] * scale
-                                gv[p * bt + t] = v
+                        _block_weights(gv, gout, gbase, plane, j0, m, bp, bt, tb, nx, dxn, rev, scale, z)
                         mk.bw1_block(
                             shape,
                             absdiff,
@@ -266,15 +276,7 @@ def grad_f2(gout, f1, f1_nhwc, f2, f2_nhwc, g2, dims, grid, shape, m, absdiff, s
                     if j0 >= nx:
                         break
                     for tb in range(0, dxn, bt):
-                        for p in range(bp):
-                            j = j0 + p * m
-                            for t in range(bt):
-                                tx = tb + t
-                                v = z
-                                if j < nx and tx < dxn:
-                                    txo = dxn - 1 - tx if rev else tx
-                                    v = gout[gbase + txo * plane + j] * scale
-                                gv[p * bt + t] = v
+                        _block_weights(gv, gout, gbase, plane, j0, m, bp, bt, tb, nx, dxn, rev, scale, z)
                         mk.bw2_block(
                             shape,
                             absdiff,
