@@ -187,25 +187,43 @@ def test_fast_path_ignores_values_nothing_reads():
 
 
 @needs_numba
+def test_fast_path_gradient_reads_stay_in_their_rows():
+    """The gradients read the incoming gradient where it lies, shifted by every displacement:
+    an Inf at either end of a row must reach only the gradient elements that depend on it (a read
+    running into the neighbouring row would meet a padding zero of f1: NaN).  The output is
+    narrower than the maps, so such a read would land on real f2 columns."""
+    geometry = _flownet(1, 1, 3, 1, 1)  # output pixel x reads f1 column x + 2
+    f1, f2 = _inputs((1, 3, 9, 21))
+    out = cpu.forward(f1, f2, geometry, 1, "product", 1.0)
+    nx = out.shape[-1]
+    grad = torch.ones(out.shape, dtype=torch.float64)
+    grad[0, 0, 3, 2, 3, 0] = float("inf")  # displacement (0, -1), row start
+    grad[0, 0, 3, 4, 2, nx - 1] = float("-inf")  # displacement (0, 1), row end
+    r1, r2 = general_reference_grad(f1, f2, grad, geometry.as_list(), 1, "product", 1.0)
+    g1, g2 = cpu.backward(grad, f1, f2, geometry, 1, "product", 1.0)
+    assert np.isinf(r2).any() and not np.isnan(r1).any() and not np.isnan(r2).any()
+    np.testing.assert_allclose(g1.numpy(), r1, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g2.numpy(), r2, rtol=1e-10, atol=1e-12)
+
+
+@needs_numba
 @pytest.mark.parametrize("step", [-1, 2])
-def test_fast_path_backward_in_displacement_chunks(step):
-    """One displacement row, many horizontal ones on a narrow map (a stereo volume): the padded
-    incoming gradient of even one row is too large, so the backward splits the displacements."""
+def test_fast_path_displacements_past_the_map(step):
+    """One displacement row, many horizontal ones on a narrow map (a stereo volume): most blocks
+    of the f2 gradient meet the incoming gradient's rows only at some displacements."""
     geometry = Geometry(AxisGeometry(0, 0, 1, 1, 1, 0, 1, 1), AxisGeometry(0, 0, 1, 1, 1, 0, 30, step))
     f1, f2 = _inputs((2, 9, 5, 21))
-    grid = cpu._Grid(geometry, 5, 21)
-    assert len(cpu._column_chunks(cpu._XProblem(f1, f2, grid, 1, torch.float64), True)) > 1
     _assert_product_matches_reference(f1, f2, geometry)
 
 
 @needs_numba
 def test_fast_path_backward_in_chunks():
-    """Displacements that reach far past a narrow map: the backward runs in several chunks."""
-    geometry = _flownet(12, 1, 12, 1, 3)
+    """A window larger than one tap: the backward spreads the incoming gradient onto the one-tap
+    grid in several chunks of displacement rows."""
+    geometry = _flownet(9, 5, 4, 1, 1)
     f1, f2 = _inputs((1, 10, 7, 9))
     grid = cpu._Grid(geometry, 7, 9)
-    prob = cpu._XProblem(f1, f2, grid, 1, torch.float64)
-    assert len(cpu._grad_chunks(grid, prob.grad_layout(True)[0], grid.dxn)) > 1
+    assert len(cpu._grad_chunks(grid)) > 1
     _assert_product_matches_reference(f1, f2, geometry)
 
 

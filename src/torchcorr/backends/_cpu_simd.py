@@ -29,9 +29,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._cpu_codegen import LANES, XC_SIZES, XT_MAX
+from ._cpu_codegen import L1_BUDGET, LANES, XC_SIZES, XT_MAX
 
-__all__ = ["LANES", "XC_SIZES", "XT_MAX"]  # and the kernels, added below
+__all__ = ["L1_BUDGET", "LANES", "XC_SIZES", "XT_MAX"]  # and the kernels, added below
 
 _I64 = ir.IntType(64)
 
@@ -73,6 +73,35 @@ class _Emit:
         ptr = self.builder.bitcast(self.builder.gep(data, [index]), vty.as_pointer())
         self.builder.store(value, ptr, align=align)
 
+    def store_or_add(self, add, value, data, index, vty, align):
+        """``data[index:] = value``, or ``+= value`` where the boolean ``add`` holds."""
+        with self.builder.if_else(add) as (then, otherwise):
+            with then:
+                self.store(self.builder.fadd(value, self.load(data, index, vty, align)), data, index, vty, align)
+            with otherwise:
+                self.store(value, data, index, vty, align)
+
+    def masked_load(self, data, index, vty, align, mask):
+        """A vector load of the lanes where ``mask`` holds, zeros elsewhere (nothing else is read)."""
+        ptr = self.builder.gep(data, [index])
+        fnty = ir.FunctionType(vty, [ptr.type, ir.IntType(32), mask.type, vty])
+        name = f"llvm.masked.load.v{LANES}{self._elem(vty)}.p0"
+        fn = cgutils.get_or_insert_function(self.builder.module, fnty, name)
+        return self.builder.call(fn, [ptr, ir.Constant(ir.IntType(32), align), mask, ir.Constant(vty, None)])
+
+    def lane_range(self, lo, hi):
+        """The lane mask ``lo <= lane < hi`` (64-bit scalars)."""
+        i32 = ir.IntType(32)
+        ity = ir.VectorType(i32, LANES)
+        iota = ir.Constant(ity, list(range(LANES)))
+        lo_v = self.splat(self.builder.trunc(lo, i32), ity)
+        hi_v = self.splat(self.builder.trunc(hi, i32), ity)
+        return self.builder.and_(self.builder.icmp_signed(">=", iota, lo_v), self.builder.icmp_signed("<", iota, hi_v))
+
+    @staticmethod
+    def _elem(vty) -> str:
+        return "f64" if isinstance(vty.element, ir.DoubleType) else "f32"
+
     def splat(self, value, vty):
         """A vector of ``LANES`` copies of a scalar of the element type."""
         vec = ir.Constant(vty, None)
@@ -89,14 +118,13 @@ class _Emit:
 
     def fma(self, vty):
         """``llvm.fma`` on vectors (llvmlite does not name vector intrinsics itself)."""
-        elem = "f64" if isinstance(vty.element, ir.DoubleType) else "f32"
         fnty = ir.FunctionType(vty, [vty, vty, vty])
-        return cgutils.get_or_insert_function(self.builder.module, fnty, f"llvm.fma.v{LANES}{elem}")
+        return cgutils.get_or_insert_function(self.builder.module, fnty, f"llvm.fma.v{LANES}{self._elem(vty)}")
 
 
 def _fwd(rows: int, disps: int):
-    def kernel(typingctx, A, ia0, ia1, acs, B, ib, bcs, bst, C, D, d0, d1, dst, scale):
-        sig = types.void(A, ia0, ia1, acs, B, ib, bcs, bst, C, D, d0, d1, dst, scale)
+    def kernel(typingctx, A, ia0, ia1, acs, B, ib, bcs, bst, C, D, d0, d1, dst, scale, add):
+        sig = types.void(A, ia0, ia1, acs, B, ib, bcs, bst, C, D, d0, d1, dst, scale, add)
 
         def codegen(context, builder, signature, args):
             e = _Emit(context, builder, signature, args)
@@ -107,6 +135,7 @@ def _fwd(rows: int, disps: int):
             dr = [e.int64(10), e.int64(11)][:rows]
             dst_ = e.int64(12)
             sv = e.splat(e.scalar(13, signature.args[0].dtype), vty)
+            add_ = builder.icmp_signed("!=", e.int64(14), _const(0))
             ibt = [builder.add(ib_, builder.mul(bst_, _const(t))) for t in range(disps)]
             slots = e.accumulators(rows * disps, vty)
             fma = e.fma(vty)
@@ -122,7 +151,7 @@ def _fwd(rows: int, disps: int):
             for r in range(rows):
                 for t in range(disps):
                     value = builder.fmul(builder.load(slots[r * disps + t]), sv)
-                    e.store(value, out, builder.add(dr[r], builder.mul(dst_, _const(t))), vty, align)
+                    e.store_or_add(add_, value, out, builder.add(dr[r], builder.mul(dst_, _const(t))), vty, align)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -131,11 +160,15 @@ def _fwd(rows: int, disps: int):
     return intrinsic(kernel)
 
 
-def _sum(channels: int, streams: int):
+def _sum(channels: int, streams: int, masked: bool):
     names = ["G", "g0", "gd", "gsi", "gsk", "ni", "nk", "X", "x0", "xcs", "xsi", "xsk"]
     names += ["D", "d0", "dd", "dcs", "scale", "add"]
     if streams == 1:
         names = [n for n in names if n not in ("gd", "dd")]
+    if masked:
+        names[names.index("nk")] = "k0"
+        names.insert(names.index("k0") + 1, "k1")
+        names += ["mz", "mst", "mn"]
 
     def kernel(typingctx, *argtys):
         sig = types.void(*argtys)
@@ -153,34 +186,41 @@ def _sum(channels: int, streams: int):
             dofs = [_const(0), v.get("dd")][:streams]
             slots = e.accumulators(streams * channels, vty)
             fma = e.fma(vty)
-            with cgutils.for_range(builder, v["ni"]) as outer:
-                i = outer.index
-                pg_i = builder.add(v["g0"], builder.mul(i, v["gsi"]))
-                px_i = builder.add(v["x0"], builder.mul(i, v["xsi"]))
-                with cgutils.for_range(builder, v["nk"]) as inner:
-                    k = inner.index
-                    pg = builder.add(pg_i, builder.mul(k, v["gsk"]))
+
+            def body(i, k, mask):
+                pg = builder.add(builder.add(v["g0"], builder.mul(i, v["gsi"])), builder.mul(k, v["gsk"]))
+                if mask is None:
                     gv = [e.load(g, builder.add(pg, gofs[r]), vty, align) for r in range(streams)]
-                    px = builder.add(px_i, builder.mul(k, v["xsk"]))
-                    for j in range(channels):
-                        xv = e.load(x, builder.add(px, xc[j]), vty, align)
-                        for r in range(streams):
-                            s = slots[r * channels + j]
-                            builder.store(builder.call(fma, [gv[r], xv, builder.load(s)]), s)
+                else:
+                    gv = [e.masked_load(g, builder.add(pg, gofs[r]), vty, align, mask) for r in range(streams)]
+                px = builder.add(builder.add(v["x0"], builder.mul(i, v["xsi"])), builder.mul(k, v["xsk"]))
+                for j in range(channels):
+                    xv = e.load(x, builder.add(px, xc[j]), vty, align)
+                    for r in range(streams):
+                        s = slots[r * channels + j]
+                        builder.store(builder.call(fma, [gv[r], xv, builder.load(s)]), s)
+
+            if masked:
+                # displacement k outer: its lane mask (columns of G inside the row) is made once
+                with cgutils.for_range_slice(builder, v["k0"], v["k1"], _const(1)) as (k, _):
+                    lo = builder.sub(builder.mul(k, v["mst"]), v["mz"])
+                    mask = e.lane_range(lo, builder.add(lo, v["mn"]))
+                    with cgutils.for_range(builder, v["ni"]) as inner:
+                        body(inner.index, k, mask)
+            else:
+                with cgutils.for_range(builder, v["ni"]) as outer:
+                    with cgutils.for_range(builder, v["nk"]) as inner:
+                        body(outer.index, inner.index, None)
             for r in range(streams):
                 for j in range(channels):
                     index = builder.add(builder.add(v["d0"], dofs[r]), builder.mul(v["dcs"], _const(j)))
                     value = builder.fmul(builder.load(slots[r * channels + j]), sv)
-                    with builder.if_else(add_) as (then, otherwise):
-                        with then:
-                            e.store(builder.fadd(value, e.load(out, index, vty, align)), out, index, vty, align)
-                        with otherwise:
-                            e.store(value, out, index, vty, align)
+                    e.store_or_add(add_, value, out, index, vty, align)
             return context.get_dummy_value()
 
         return sig, codegen
 
-    name = f"xsum{'2' if streams == 2 else ''}_c{channels}"
+    name = f"xsum{'2' if streams == 2 else ''}{'m' if masked else ''}_c{channels}"
     # numba reads an intrinsic's parameters from its signature: spell them out
     params = ", ".join(["typingctx", *names])
     scope: dict = {"kernel": kernel}
@@ -194,6 +234,7 @@ for _r in (1, 2):
         __all__.append(f"xfwd_r{_r}t{_t}")
 for _k in XC_SIZES:
     for _s in (1, 2):
-        _name = f"xsum{'2' if _s == 2 else ''}_c{_k}"
-        globals()[_name] = _sum(_k, _s)
-        __all__.append(_name)
+        for _m in (False, True):
+            _name = f"xsum{'2' if _s == 2 else ''}{'m' if _m else ''}_c{_k}"
+            globals()[_name] = _sum(_k, _s, _m)
+            __all__.append(_name)

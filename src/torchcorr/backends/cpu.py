@@ -6,10 +6,11 @@ otherwise :func:`available` says why and the dispatcher falls back to the pure b
 Two families of kernels:
 
 * The product on a unit pixel step (``stride1 == 1``, and every window larger than one tap) runs on
-  the pixel-vectorised path (:mod:`torchcorr.backends.cpu_xkernels`): vectors of eight consecutive
-  output pixels, explicit SIMD written as LLVM IR (:mod:`._cpu_simd`), sums held in registers while
-  the loop runs over channels (forward) or displacements (gradients), and two output rows sharing
-  each load where they read the same rows of the other map.  The inputs are copied once into
+  the pixel-vectorised path (:mod:`torchcorr.backends.cpu_xkernels`): vectors of ``LANES``
+  consecutive output pixels (one 512-bit register of float32), explicit SIMD written as LLVM IR
+  (:mod:`._cpu_simd`), sums held in registers while the loop runs over channels (forward) or
+  displacements (gradients), and two output rows sharing each load where they read the same rows
+  of the other map.  The inputs are copied once into
   row-major, zero-padded ``(B, H, C, W')`` arrays, so the channel loop walks memory with a short
   stride.  This is the path of FlowNetC, PWC-Net and the other workloads of the benchmarks.
 * Everything else (the absolute difference, ``stride1 > 1``) runs on the channel-vectorised path
@@ -23,8 +24,9 @@ about the size of the output), then a strided, dilated box sum (and, backward, i
 Every gradient element has one writer and a fixed order of summation: results do not depend on
 the number of threads.
 
-Memory beyond the output: the padded copies of the inputs, and in the backward a padded copy of
-a chunk of the incoming gradient (at most half the output's size at a time).
+Memory beyond the output: the padded copies of the inputs; in the backward of a window larger
+than one tap, the incoming gradient spread onto the one-tap grid a chunk at a time (at most half
+the output's size; the pixel-vectorised gradients read a one-tap gradient where it lies).
 
 float32 and float64 run natively; float16 and bfloat16 are computed in float32 and cast back.
 The first call of a process compiles the kernels it needs (numba; a few seconds per block shape,
@@ -33,7 +35,6 @@ then cached on disk in numba's cache directory); :func:`warmup` does it ahead of
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 
@@ -288,31 +289,6 @@ class _XProblem:
     def _arr(x: Tensor):
         return x.view(-1).numpy()
 
-    def grad_layout(self, wide: bool) -> tuple[int, int]:
-        """``(row length, column of pixel 0)`` of the incoming gradient the kernels read.
-
-        Rows rounded up to whole blocks, and for the ``f2`` gradient (``wide``) ``span`` zeros on
-        the left and enough on the right for every shifted block.
-        """
-        if not wide:
-            return self.gw, 0
-        return self.span + self.nz_pad, self.span
-
-    def grad_rows(self, g: Tensor, wide: bool) -> tuple[Tensor, tuple[int, int, int, int], int]:
-        """The incoming gradient chunk ``(B, G, cnt, Dx, ny, nx)`` as the kernels read it.
-
-        Output row by output row (``(B, G, ny, cnt, Dx, row)``, so that the displacement rows of
-        one output row lie together), padded as :meth:`grad_layout` says.  Returns the array, its
-        strides ``(batch-group, displacement row, displacement, output row)`` and the column of
-        pixel 0.
-        """
-        bsz, groups, cnt, dxn, ny, nx = g.shape
-        g_r, gx0 = self.grad_layout(wide)
-        out = g.new_zeros((bsz, groups, ny, cnt, dxn, g_r), dtype=self.acc)
-        out[..., gx0 : gx0 + nx] = g.permute(0, 1, 4, 2, 3, 5)
-        strides = (ny * cnt * dxn * g_r, dxn * g_r, g_r, cnt * dxn * g_r)
-        return out, strides, gx0
-
     def forward(self, out: Tensor, scale: float, ty0: int, cnt: int) -> None:
         (a, a_strides), (b, b_strides) = self.a(), self.b()
         _xkernels.forward(
@@ -320,30 +296,36 @@ class _XProblem:
             self.geo(ty0, cnt), self.pair(cnt), self.t_block, float(scale),
         )  # fmt: skip
 
-    def grad_f1(self, g, g_strides, gx0, g1: Tensor, scale: float, ty0: int, cnt: int) -> None:
+    def grad_f1(self, g: Tensor, g1: Tensor, scale: float, ty0: int) -> None:
+        """``g``: a chunk ``(B, G, cnt, Dx, ny, nx)`` (contiguous) of the incoming gradient."""
         b, b_strides = self.b()
         _xkernels.grad_f1(
-            self._arr(g), g_strides, gx0, self._arr(b), b_strides, 0, self._arr(g1), self.w,
-            self.x0, self.dims, self.geo(ty0, cnt), self.pair(cnt), float(scale),
+            self._arr(g), self._strides(g), self._arr(b), b_strides, 0, self._arr(g1), self.w,
+            self.x0, self.dims, self.geo(ty0, g.shape[2]), self.pair(g.shape[2]), float(scale),
         )  # fmt: skip
 
-    def grad_f2(self, g, g_strides, gx0, g2: Tensor, scale: float, ty0: int, cnt: int) -> None:
+    def grad_f2(self, g: Tensor, g2: Tensor, scale: float, ty0: int) -> None:
+        """``g`` as for :meth:`grad_f1`."""
         a, a_strides = self.a_wide()
         _xkernels.grad_f2(
-            self._arr(g), g_strides, gx0, self._arr(a), a_strides, self.span, self._arr(g2), self.w,
-            self.bx0, self.nz, self.dims, self.geo(ty0, cnt), float(scale),
+            self._arr(g), self._strides(g), self._arr(a), a_strides, self.span, self._arr(g2), self.w,
+            self.bx0, self.nz, self.dims, self.geo(ty0, g.shape[2]), float(scale),
         )  # fmt: skip
 
+    @staticmethod
+    def _strides(g: Tensor) -> tuple[int, int, int, int]:
+        """``(batch-group, displacement row, displacement, output row)`` strides of a chunk."""
+        return (g.stride(1), g.stride(2), g.stride(3), g.stride(4))
 
-def _grad_chunks(grid: _Grid, row: int, dxn_all: int) -> list[tuple[int, int]]:
-    """Displacement-row chunks of the backward's padded incoming gradient.
 
-    A chunk (rows of ``row`` values on the one-tap grid, ``grid.dxn`` of the ``dxn_all``
-    horizontal displacements) stays within half the output's size; chunks of equal size (the
-    kernels sum over a chunk's rows: a short last one runs slowly).
+def _grad_chunks(grid: _Grid) -> list[tuple[int, int]]:
+    """Displacement-row chunks of the incoming gradient spread onto the one-tap grid.
+
+    A chunk stays within half the output's size; chunks of equal size (the kernels sum over a
+    chunk's rows: a short last one runs slowly).
     """
-    per_row = max(grid.dxn * grid.ny * row, 1)
-    rows = max(1, (grid.dyn * dxn_all * grid.ho * grid.wo) // (2 * per_row))
+    per_row = max(grid.dxn * grid.ny * grid.nx, 1)
+    rows = max(1, (grid.dyn * grid.dxn * grid.ho * grid.wo) // (2 * per_row))
     return _even(grid.dyn, rows)
 
 
@@ -352,31 +334,6 @@ def _even(n: int, most: int) -> list[tuple[int, int]]:
     k = -(-n // most)
     edges = [n * j // k for j in range(k + 1)]
     return [(a, b - a) for a, b in itertools.pairwise(edges) if b > a]
-
-
-def _column_chunks(prob: _XProblem, wide: bool) -> list[tuple[int, int]]:
-    """Horizontal-displacement chunks ``(t0, count)`` (in increasing displacement order).
-
-    All at once unless the padded incoming gradient of a single displacement row would exceed
-    half the output's size (one-row problems such as stereo volumes, with wide rows).
-    """
-    g = prob.grid
-    out = g.dyn * g.dxn * g.ho * g.wo
-    m = g.dxn
-    while m > 1:
-        sub = _XProblem(prob.f1, prob.f2, _sub_grid(g, 0, m), prob.dims[1], prob.acc)  # makes no arrays
-        if 2 * m * g.ny * sub.grad_layout(wide)[0] <= out:
-            break
-        m -= 1
-    return _even(g.dxn, m)
-
-
-def _sub_grid(grid: _Grid, t0: int, count: int) -> _Grid:
-    """``grid`` restricted to horizontal displacements ``t0 .. t0 + count`` (increasing order)."""
-    sub = copy.copy(grid)
-    sub.dxn = count
-    sub.dx0 = grid.dx0 + t0 * grid.sdx
-    return sub
 
 
 def _box(u: Tensor, geometry: Geometry, ho: int, wo: int) -> Tensor:
@@ -422,36 +379,28 @@ def _xforward(f1: Tensor, f2: Tensor, geometry: Geometry, grid: _Grid, groups: i
 
 
 def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None:
+    """Both gradients of the pixel-vectorised path.
+
+    They read the incoming gradient where it lies (the kernels mask what a block would read
+    outside a row); a larger window first spreads it onto the one-tap grid, a chunk of
+    displacement rows at a time.
+    """
     prob = _XProblem(f1, f2, grid, groups, acc)
-    # The f1 gradient reads the incoming gradient unshifted: on the output grid, with whole
-    # blocks of pixels, straight from it in one pass.
-    direct = g1 is not None and grid.unit and grid.wo % _LANES == 0
-    if direct:
-        ho, wo, dyn, dxn = grid.ho, grid.wo, grid.dyn, grid.dxn
-        strides = (dyn * dxn * ho * wo, dxn * ho * wo, ho * wo, wo)
-        prob.grad_f1(gout.contiguous(), strides, 0, g1, scale, 0, dyn)
-        prob.release_b()
-        g1 = None
-    if g1 is None and g2 is None:
+    if grid.unit:
+        g = gout.contiguous()
+        if g1 is not None:
+            prob.grad_f1(g, g1, scale, 0)
+            prob.release_b()
+        if g2 is not None:
+            prob.grad_f2(g, g2, scale, 0)
         return
-    # Otherwise (and for the f2 gradient, which reads it shifted by every displacement) a padded
-    # copy laid out by output row, a chunk of displacement rows (and, when even one row of them
-    # is too large, of horizontal displacements) at a time.
-    wide = g2 is not None
-    for t0, m in _column_chunks(prob, wide):
-        sub = prob if m == grid.dxn else _XProblem(f1, f2, _sub_grid(grid, t0, m), groups, acc)
-        cols = slice(grid.dxn - t0 - m, grid.dxn - t0) if grid.rev else slice(t0, t0 + m)
-        g_r, _ = sub.grad_layout(wide)
-        for ty0, cnt in _grad_chunks(sub.grid, g_r, grid.dxn):
-            g = gout[:, :, ty0 : ty0 + cnt, cols]
-            if not grid.unit:
-                g = _box_adjoint(g, geometry, grid.ny, grid.nx)
-            g, strides, gx0 = sub.grad_rows(g, wide)
-            if g1 is not None:
-                sub.grad_f1(g, strides, gx0, g1, scale, ty0, cnt)
-            if g2 is not None:
-                sub.grad_f2(g, strides, gx0, g2, scale, ty0, cnt)
-            del g
+    for ty0, cnt in _grad_chunks(grid):
+        g = _box_adjoint(gout[:, :, ty0 : ty0 + cnt], geometry, grid.ny, grid.nx)
+        if g1 is not None:
+            prob.grad_f1(g, g1, scale, ty0)
+        if g2 is not None:
+            prob.grad_f2(g, g2, scale, ty0)
+        del g
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ lays the channels of a row together) and pixel ``j`` of a row at column ``axo + 
 The caller pads the columns with zeros so that every block of ``LANES`` pixels (the last one
 included) and every block of displacements (the last one rounded up to a full block) can be read:
 the kernels never test a column.  Rows outside the maps are skipped (their products are zero).
-The incoming gradient ``G`` has strides ``(batch-group, displacement row, displacement, output
-row)`` and pixel 0 at column ``gx0``, padded the same way; for the ``f2`` gradient, which reads
-``G`` and ``A`` shifted by every displacement, both carry ``span`` zero columns on the left.
+The incoming gradient ``G`` (on the one-tap grid) is read where it lies: strides ``(batch-group,
+displacement row, displacement, output row)``, rows of ``nx`` pixels with nothing around them; the
+kernels mask the lanes of a block that fall outside a row.  For the ``f2`` gradient, which reads
+``G`` and ``A`` shifted by every displacement, ``A`` carries ``span`` zero columns on the left.
 
 How the work is split.  Pixels go in blocks of ``LANES`` along a row (the unit LLVM vectorises;
 ``_cpu_xvec``), the reduction runs over channels (forward), displacements (``f1`` gradient) or
@@ -65,7 +66,7 @@ def forward(a, a_strides, axo, b, b_strides, bxo, out, dims, geo, pair, t_block,
     getattr(xv, f"forward_r{rows}t{t_block}")(a, a_strides, axo, b, b_strides, bxo, out, dims, geo, pair, scale)
 
 
-def grad_f1(g, g_strides, gx0, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale) -> None:
+def grad_f1(g, g_strides, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale) -> None:
     """Adds the gradient with respect to ``f1`` to ``ga`` (flat NCHW).
 
     Two output rows at a time where they share ``f2`` rows (``pair`` as for :func:`forward`).
@@ -73,19 +74,19 @@ def grad_f1(g, g_strides, gx0, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, s
     for k, lo, hi in channel_blocks(dims[2]):
         if pair[0] > 0:
             getattr(xv, f"grad_f1_pair_c{k}")(
-                g, g_strides, gx0, b, b_strides, bxo, ga, w, ax0, lo, hi, dims, geo, pair, scale
+                g, g_strides, b, b_strides, bxo, ga, w, ax0, lo, hi, dims, geo, pair, scale
             )
         else:
-            getattr(xv, f"grad_f1_c{k}")(g, g_strides, gx0, b, b_strides, bxo, ga, w, ax0, lo, hi, dims, geo, scale)
+            getattr(xv, f"grad_f1_c{k}")(g, g_strides, b, b_strides, bxo, ga, w, ax0, lo, hi, dims, geo, scale)
 
 
-def grad_f2(g, g_strides, gx0, a, a_strides, axo, gb, w, bx0, nz, dims, geo, scale) -> None:
+def grad_f2(g, g_strides, a, a_strides, axo, gb, w, bx0, nz, dims, geo, scale) -> None:
     """Adds the gradient with respect to ``f2`` to ``gb`` (flat NCHW).
 
-    ``g`` and ``a`` are readable (zeros) ``span`` columns left of pixel 0 and up to ``nz`` rounded
-    up to ``LANES``.
+    ``a`` is readable (zeros) ``span`` columns left of pixel 0 and up to ``nz`` rounded up to
+    ``LANES``.
     """
     paired = geo[5] == 1 and geo[2] > 1 and geo[7] != 0  # unit row step, several displacement rows
     for k, lo, hi in channel_blocks(dims[2]):
         name = f"grad_f2_pair_c{k}" if paired else f"grad_f2_c{k}"
-        getattr(xv, name)(g, g_strides, gx0, a, a_strides, axo, gb, w, bx0, nz, lo, hi, dims, geo, scale)
+        getattr(xv, name)(g, g_strides, a, a_strides, axo, gb, w, bx0, nz, lo, hi, dims, geo, scale)
