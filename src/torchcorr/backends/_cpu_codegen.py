@@ -33,6 +33,7 @@ row; writes are masked to the real pixels.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -41,9 +42,27 @@ SHAPES = ((1, 8), (4, 3))
 MODES = ("product", "absdiff")
 TARGET = Path(__file__).with_name("_cpu_micro.py")
 XTARGET = Path(__file__).with_name("_cpu_xvec.py")
+
+
+def _host_lanes() -> int:
+    """Pixels per block: 16 (one 512-bit register of float32) where the CPU has AVX-512, else 8.
+
+    Follows numba's CPU-feature override (``NUMBA_CPU_FEATURES``), which is also part of the key
+    of numba's on-disk cache: a cached driver always matches this constant.
+    """
+    features = os.environ.get("NUMBA_CPU_FEATURES")
+    if features is not None:
+        return 16 if "+avx512f" in features else 8
+    try:
+        from llvmlite import binding
+    except ImportError:  # no numba: the constant is unused
+        return 8
+    return 16 if binding.get_host_cpu_features().get("avx512f", False) else 8
+
+
 # shapes of the pixel-vectorised kernels (``_cpu_simd`` reads them from here)
-#: pixels per block (one AVX2 vector of float32)
-LANES = 16
+#: pixels per block of the pixel-vectorised kernels (a vector register of float32)
+LANES = _host_lanes()
 #: displacements per block of the pixel-vectorised forward (1 .. XT_MAX are generated)
 XT_MAX = 9
 #: bytes of the L1 data cache a block's inputs may fill (half of a 48 KiB cache)
