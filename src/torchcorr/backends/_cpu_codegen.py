@@ -304,23 +304,43 @@ def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, p
     return out'''
 
 G2_SUMS = '''@nb.njit(**_JIT)
-def _g2sum_c__K__(G, g0, gsi, gsk, n, dxn, A, x0, a_c, asi, sdx, D, d0, dcs, scale, add, z, nx):
-    """``xsumm_c__K__`` over the displacements that reach the ``f2`` columns at ``z``.
+def _g2ranges(z, nx, sdx, dxn):
+    """The displacements that reach the block of ``f2`` columns at ``z``: ``(k0, f0, f1, k1)``.
 
-    Only displacements that bring a pixel of ``G``'s rows (``nx`` pixels, nothing around them)
-    to the block are summed.
+    Those in ``k0 .. k1`` bring a pixel of a row of ``nx`` pixels to it; those in ``f0 .. f1``
+    bring a whole block.
     """
     k0 = max(0, (z - nx) // sdx + 1)
     k1 = max(k0, min(dxn, (z + LANES - 1) // sdx + 1))
-    xsumm_c__K__(G, g0, gsi, gsk, n, k0, k1, A, x0, a_c, asi, -sdx, D, d0, dcs, scale, add, z, sdx, nx)
+    f0 = min(max(k0, -((nx - z - LANES) // sdx)), k1)
+    f1 = max(f0, min(k1, z // sdx + 1))
+    return k0, f0, f1, k1
+
+
+@nb.njit(**_JIT)
+def _g2sum_c__K__(G, g0, gsi, gsk, n, dxn, A, x0, a_c, asi, sdx, D, d0, dcs, scale, add, z, nx):
+    """``xsum_c__K__`` over the displacements that reach the ``f2`` columns at ``z``.
+
+    Reads of ``G`` (rows of ``nx`` pixels, nothing around them) are masked at the displacements
+    that bring only part of a row to the block.
+    """
+    k0, f0, f1, k1 = _g2ranges(z, nx, sdx, dxn)
+    xsum_c__K__(G, g0 + f0 * gsk, gsi, gsk, n, f1 - f0, A, x0 - f0 * sdx, a_c, asi, -sdx, D, d0, dcs, scale, add)
+    if k0 < f0:
+        xsumm_c__K__(G, g0, gsi, gsk, n, k0, f0, A, x0, a_c, asi, -sdx, D, d0, dcs, scale, 1, z, sdx, nx)
+    if f1 < k1:
+        xsumm_c__K__(G, g0, gsi, gsk, n, f1, k1, A, x0, a_c, asi, -sdx, D, d0, dcs, scale, 1, z, sdx, nx)
 
 
 @nb.njit(**_JIT)
 def _g2sum2_c__K__(G, g0, gd, gsi, gsk, n, dxn, A, x0, a_c, asi, sdx, D, d0, dd, dcs, scale, add, z, nx):
-    """``_g2sum_c__K__`` for two streams of ``G`` (``xsum2m_c__K__``)."""
-    k0 = max(0, (z - nx) // sdx + 1)
-    k1 = max(k0, min(dxn, (z + LANES - 1) // sdx + 1))
-    xsum2m_c__K__(G, g0, gd, gsi, gsk, n, k0, k1, A, x0, a_c, asi, -sdx, D, d0, dd, dcs, scale, add, z, sdx, nx)'''
+    """``_g2sum_c__K__`` for two streams of ``G`` (``xsum2_c__K__``)."""
+    k0, f0, f1, k1 = _g2ranges(z, nx, sdx, dxn)
+    xsum2_c__K__(G, g0 + f0 * gsk, gd, gsi, gsk, n, f1 - f0, A, x0 - f0 * sdx, a_c, asi, -sdx, D, d0, dd, dcs, scale, add)
+    if k0 < f0:
+        xsum2m_c__K__(G, g0, gd, gsi, gsk, n, k0, f0, A, x0, a_c, asi, -sdx, D, d0, dd, dcs, scale, 1, z, sdx, nx)
+    if f1 < k1:
+        xsum2m_c__K__(G, g0, gd, gsi, gsk, n, f1, k1, A, x0, a_c, asi, -sdx, D, d0, dd, dcs, scale, 1, z, sdx, nx)'''
 
 
 G1_DRIVER = '''@nb.njit(**_PJIT)
@@ -656,7 +676,8 @@ def xsource() -> str:
     parts = [header.replace("__SIMD_HASH__", f"_cpu_simd.py sha256 {digest}")]
     parts.append(XHELPERS)
     parts += [_sub(FWD_DRIVER, R=r_, T=t_) for r_ in (1, 2) for t_ in range(1, XT_MAX + 1)]
-    parts += [_sub(G2_SUMS, K=k_) for k_ in XC_SIZES]
+    parts += [G2_SUMS.split("\n\n\n", 1)[0]]  # _g2ranges, once
+    parts += [_sub(G2_SUMS.split("\n\n\n", 1)[1], K=k_) for k_ in XC_SIZES]
     parts += [_sub(G1_DRIVER, K=k_) for k_ in XC_SIZES]
     parts += [_sub(G1P_DRIVER, K=k_) for k_ in XC_SIZES]
     parts += [_sub(G2_DRIVER, K=k_) for k_ in XC_SIZES]

@@ -217,10 +217,14 @@ def _rows(x: Tensor, acc: torch.dtype, first: int, count: int, left: int = 0, wi
     rows = x.detach().permute(0, 2, 1, 3)
     if lo == 0 and hi == count and left == 0 and width == count:
         out = rows[..., first : first + count].to(acc).contiguous()
-    else:
-        out = x.new_zeros((b, h, c, width), dtype=acc)
+    else:  # zeros only where no column lands (one pass over the rest, not two)
+        out = _empty((b, h, c, width), acc, _CPU)
         if hi > lo:
+            out[..., : left + lo] = 0
+            out[..., left + hi :] = 0
             out[..., left + lo : left + hi] = rows[..., first + lo : first + hi]
+        else:
+            out.zero_()
     return out, (h * c * width, width, c * width)
 
 
