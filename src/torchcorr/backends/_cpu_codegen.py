@@ -455,7 +455,7 @@ def grad_f2_c__K__(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, 
         lane_lo = max(0, -bx0)
         lane_hi = min(nz, w - bx0)
         for c0 in range(c_lo, c_hi, __K__):
-            for z in range(lane_lo - lane_lo % LANES, lane_hi, LANES):
+            for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 lo = max(lane_lo - z, 0)
                 hi = min(lane_hi - z, LANES)
                 o = rowbase + c0 * h * w + z
@@ -617,7 +617,7 @@ def grad_f2_pair_c__K__(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c
         gsi = g_y - sdy * g_i  # next ty: the output row moves by -sdy
         asi = -sdy * a_r
         for c0 in range(c_lo, c_hi, __K__):
-            for z in range(lane_lo - lane_lo % LANES, lane_hi, LANES):
+            for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 llo = max(lane_lo - z, 0)
                 lhi = min(lane_hi - z, LANES)
                 full = (llo == 0) & (lhi == LANES)

@@ -2424,7 +2424,7 @@ def grad_f2_c8(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims
         lane_lo = max(0, -bx0)
         lane_hi = min(nz, w - bx0)
         for c0 in range(c_lo, c_hi, 8):
-            for z in range(lane_lo - lane_lo % LANES, lane_hi, LANES):
+            for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 lo = max(lane_lo - z, 0)
                 hi = min(lane_hi - z, LANES)
                 o = rowbase + c0 * h * w + z
@@ -2491,7 +2491,7 @@ def grad_f2_c4(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims
         lane_lo = max(0, -bx0)
         lane_hi = min(nz, w - bx0)
         for c0 in range(c_lo, c_hi, 4):
-            for z in range(lane_lo - lane_lo % LANES, lane_hi, LANES):
+            for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 lo = max(lane_lo - z, 0)
                 hi = min(lane_hi - z, LANES)
                 o = rowbase + c0 * h * w + z
@@ -2558,7 +2558,7 @@ def grad_f2_c2(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims
         lane_lo = max(0, -bx0)
         lane_hi = min(nz, w - bx0)
         for c0 in range(c_lo, c_hi, 2):
-            for z in range(lane_lo - lane_lo % LANES, lane_hi, LANES):
+            for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 lo = max(lane_lo - z, 0)
                 hi = min(lane_hi - z, LANES)
                 o = rowbase + c0 * h * w + z
@@ -2625,7 +2625,7 @@ def grad_f2_c1(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims
         lane_lo = max(0, -bx0)
         lane_hi = min(nz, w - bx0)
         for c0 in range(c_lo, c_hi, 1):
-            for z in range(lane_lo - lane_lo % LANES, lane_hi, LANES):
+            for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 lo = max(lane_lo - z, 0)
                 hi = min(lane_hi - z, LANES)
                 o = rowbase + c0 * h * w + z
@@ -2689,7 +2689,7 @@ def grad_f2_pair_c8(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi,
         gsi = g_y - sdy * g_i  # next ty: the output row moves by -sdy
         asi = -sdy * a_r
         for c0 in range(c_lo, c_hi, 8):
-            for z in range(lane_lo - lane_lo % LANES, lane_hi, LANES):
+            for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 llo = max(lane_lo - z, 0)
                 lhi = min(lane_hi - z, LANES)
                 full = (llo == 0) & (lhi == LANES)
@@ -2782,7 +2782,7 @@ def grad_f2_pair_c4(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi,
         gsi = g_y - sdy * g_i  # next ty: the output row moves by -sdy
         asi = -sdy * a_r
         for c0 in range(c_lo, c_hi, 4):
-            for z in range(lane_lo - lane_lo % LANES, lane_hi, LANES):
+            for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 llo = max(lane_lo - z, 0)
                 lhi = min(lane_hi - z, LANES)
                 full = (llo == 0) & (lhi == LANES)
@@ -2875,7 +2875,7 @@ def grad_f2_pair_c2(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi,
         gsi = g_y - sdy * g_i  # next ty: the output row moves by -sdy
         asi = -sdy * a_r
         for c0 in range(c_lo, c_hi, 2):
-            for z in range(lane_lo - lane_lo % LANES, lane_hi, LANES):
+            for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 llo = max(lane_lo - z, 0)
                 lhi = min(lane_hi - z, LANES)
                 full = (llo == 0) & (lhi == LANES)
@@ -2968,7 +2968,7 @@ def grad_f2_pair_c1(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi,
         gsi = g_y - sdy * g_i  # next ty: the output row moves by -sdy
         asi = -sdy * a_r
         for c0 in range(c_lo, c_hi, 1):
-            for z in range(lane_lo - lane_lo % LANES, lane_hi, LANES):
+            for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 llo = max(lane_lo - z, 0)
                 lhi = min(lane_hi - z, LANES)
                 full = (llo == 0) & (lhi == LANES)

@@ -269,7 +269,9 @@ class _XProblem:
     def a_wide(self):
         """``f1``'s pixels with the zeros the shifted reads of the ``f2`` gradient need."""
         if self._a_wide is None:
-            self._a_wide = _rows(self.f1, self.acc, self.x0, self.grid.nx, self.span, self.span + self.nz_pad)
+            # blocks of f2 columns start at the first one a pixel reaches: one block of slack
+            width = self.span + self.nz_pad + _LANES
+            self._a_wide = _rows(self.f1, self.acc, self.x0, self.grid.nx, self.span, width)
         return self._a_wide
 
     def geo(self, ty0: int, cnt: int) -> tuple:

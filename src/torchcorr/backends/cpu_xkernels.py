@@ -83,8 +83,8 @@ def grad_f1(g, g_strides, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale)
 def grad_f2(g, g_strides, a, a_strides, axo, gb, w, bx0, nz, dims, geo, scale) -> None:
     """Adds the gradient with respect to ``f2`` to ``gb`` (flat NCHW).
 
-    ``a`` is readable (zeros) ``span`` columns left of pixel 0 and up to ``nz`` rounded up to
-    ``LANES``.
+    ``a`` is readable (zeros) ``span`` columns left of pixel 0 and ``LANES`` past ``nz`` rounded up
+    to ``LANES`` (blocks of ``f2`` columns start at the first column a pixel reaches).
     """
     paired = geo[5] == 1 and geo[2] > 1 and geo[7] != 0  # unit row step, several displacement rows
     for k, lo, hi in channel_blocks(dims[2]):
