@@ -303,44 +303,60 @@ def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, p
                             _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (dxp + t0) * LANES, n)
     return out'''
 
-G2_SUMS = '''@nb.njit(**_JIT)
-def _g2ranges(z, nx, sdx, dxn):
-    """The displacements that reach the block of ``f2`` columns at ``z``: ``(k0, f0, f1, k1)``.
+KRANGES = '''@nb.njit(**_JIT)
+def _kranges(lo, hi, st, dxn, flo, fhi):
+    """Displacements by what a block of lanes may read at them: ``(k0, f0, f1, k1)``.
 
-    Those in ``k0 .. k1`` bring a pixel of a row of ``nx`` pixels to it; those in ``f0 .. f1``
-    bring a whole block.
+    At displacement ``k`` lane ``l`` of the block may be read where ``lo + k*st <= l < hi + k*st``
+    (``st != 0``; the other operand's row, shifted); the block wants lanes ``flo .. fhi``.
+    ``k0 .. k1``: the displacements that read some of them.  ``f0 .. f1``, inside it: those at
+    which every lane may be read (none unless the block is whole), summed without masks; the rest
+    of ``k0 .. k1`` is summed with masked reads.
     """
-    k0 = max(0, (z - nx) // sdx + 1)
-    k1 = max(k0, min(dxn, (z + LANES - 1) // sdx + 1))
-    f0 = min(max(k0, -((nx - z - LANES) // sdx)), k1)
-    f1 = max(f0, min(k1, z // sdx + 1))
-    return k0, f0, f1, k1
+    if st > 0:
+        k0 = (flo - hi) // st + 1
+        k1 = -((lo - fhi) // st)
+        f0 = -((hi - LANES) // st)
+        f1 = (-lo) // st + 1
+    else:
+        s = -st
+        k0 = (lo - fhi) // s + 1
+        k1 = -((flo - hi) // s)
+        f0 = -((-lo) // s)
+        f1 = (hi - LANES) // s + 1
+    k0 = max(k0, 0)
+    k1 = max(min(k1, dxn), k0)
+    f0 = max(f0, k0)
+    f1 = min(f1, k1)
+    if (flo != 0) | (fhi != LANES) | (f1 <= f0):
+        f0 = k1
+        f1 = k1
+    return k0, f0, f1, k1'''
+
+SUMS = '''@nb.njit(**_JIT)
+def _gsum_c__K__(G, g0, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0, dcs, scale, add, lo, hi, st, flo, fhi):
+    """``xsum_c__K__`` over the displacements that reach the block's lanes ``flo .. fhi``.
+
+    ``X`` (and ``G``) may be read at displacement ``k`` in lanes ``lo + k*st .. hi + k*st`` only
+    (see ``_kranges``): reads are masked where a row ends.
+    """
+    k0, f0, f1, k1 = _kranges(lo, hi, st, dxn, flo, fhi)
+    xsum_c__K__(G, g0 + f0 * gsk, gsi, gsk, n, f1 - f0, X, x0 + f0 * xsk, xcs, xsi, xsk, D, d0, dcs, scale, add)
+    if k0 < f0:
+        xsumm_c__K__(G, g0, gsi, gsk, n, k0, f0, X, x0, xcs, xsi, xsk, D, d0, dcs, scale, 1, -lo, st, hi - lo, flo, fhi)
+    if f1 < k1:
+        xsumm_c__K__(G, g0, gsi, gsk, n, f1, k1, X, x0, xcs, xsi, xsk, D, d0, dcs, scale, 1, -lo, st, hi - lo, flo, fhi)
 
 
 @nb.njit(**_JIT)
-def _g2sum_c__K__(G, g0, gsi, gsk, n, dxn, A, x0, a_c, asi, sdx, D, d0, dcs, scale, add, z, nx):
-    """``xsum_c__K__`` over the displacements that reach the ``f2`` columns at ``z``.
-
-    Reads of ``G`` (rows of ``nx`` pixels, nothing around them) are masked at the displacements
-    that bring only part of a row to the block.
-    """
-    k0, f0, f1, k1 = _g2ranges(z, nx, sdx, dxn)
-    xsum_c__K__(G, g0 + f0 * gsk, gsi, gsk, n, f1 - f0, A, x0 - f0 * sdx, a_c, asi, -sdx, D, d0, dcs, scale, add)
+def _gsum2_c__K__(G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, add, lo, hi, st, flo, fhi):
+    """``_gsum_c__K__`` for two streams of ``G`` (``xsum2_c__K__``)."""
+    k0, f0, f1, k1 = _kranges(lo, hi, st, dxn, flo, fhi)
+    xsum2_c__K__(G, g0 + f0 * gsk, gd, gsi, gsk, n, f1 - f0, X, x0 + f0 * xsk, xcs, xsi, xsk, D, d0, dd, dcs, scale, add)
     if k0 < f0:
-        xsumm_c__K__(G, g0, gsi, gsk, n, k0, f0, A, x0, a_c, asi, -sdx, D, d0, dcs, scale, 1, z, sdx, nx)
+        xsum2m_c__K__(G, g0, gd, gsi, gsk, n, k0, f0, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, hi - lo, flo, fhi)
     if f1 < k1:
-        xsumm_c__K__(G, g0, gsi, gsk, n, f1, k1, A, x0, a_c, asi, -sdx, D, d0, dcs, scale, 1, z, sdx, nx)
-
-
-@nb.njit(**_JIT)
-def _g2sum2_c__K__(G, g0, gd, gsi, gsk, n, dxn, A, x0, a_c, asi, sdx, D, d0, dd, dcs, scale, add, z, nx):
-    """``_g2sum_c__K__`` for two streams of ``G`` (``xsum2_c__K__``)."""
-    k0, f0, f1, k1 = _g2ranges(z, nx, sdx, dxn)
-    xsum2_c__K__(G, g0 + f0 * gsk, gd, gsi, gsk, n, f1 - f0, A, x0 - f0 * sdx, a_c, asi, -sdx, D, d0, dd, dcs, scale, add)
-    if k0 < f0:
-        xsum2m_c__K__(G, g0, gd, gsi, gsk, n, k0, f0, A, x0, a_c, asi, -sdx, D, d0, dd, dcs, scale, 1, z, sdx, nx)
-    if f1 < k1:
-        xsum2m_c__K__(G, g0, gd, gsi, gsk, n, f1, k1, A, x0, a_c, asi, -sdx, D, d0, dd, dcs, scale, 1, z, sdx, nx)'''
+        xsum2m_c__K__(G, g0, gd, gsi, gsk, n, f1, k1, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, hi - lo, flo, fhi)'''
 
 
 G1_DRIVER = '''@nb.njit(**_PJIT)
@@ -349,7 +365,9 @@ def grad_f1_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims
 
     ``G``: the incoming gradient, strides ``g_strides`` (batch-group, displacement row, displacement,
     output row), rows of ``wo`` pixels and nothing around them (a block that is not whole reads
-    only its pixels).
+    only its pixels).  ``B``: ``f2`` as it is (NCHW; strides ``b_strides`` for batch, channel and
+    row; pixel ``j`` at displacement ``t`` reads column ``bxo + j + t*sdx``), read only inside its
+    rows.
     """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
@@ -393,10 +411,11 @@ def grad_f1_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims
                 if hi <= lo:
                     continue
                 o = abase + c0 * h * w + x
+                xl = -(bxo + x)  # f2's row lies in lanes xl - k*sdx .. xl + w - k*sdx at displacement k
                 if (lo == 0) & (hi == LANES):
-                    xsum_c__K__(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, GA, o, h * w, scale, 1)
+                    _gsum_c__K__(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, GA, o, h * w, scale, 1, xl, xl + w, -sdx, 0, LANES)
                 else:
-                    xsumm_c__K__(G, gbase + x, gsi, gsk, ni, 0, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, acc, 0, LANES, scale, 0, -lo, 0, hi - lo)
+                    _gsum_c__K__(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, acc, 0, LANES, scale, 0, xl, xl + w, -sdx, lo, hi)
                     _add_lanes(GA, o, h * w, __K__, acc, 0, lo, hi)
     return GA'''
 
@@ -404,10 +423,10 @@ G2_DRIVER = '''@nb.njit(**_PJIT)
 def grad_f2_c__K__(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
     """Adds the ``f2`` gradient of channels ``c_lo .. c_hi`` of each group to ``GB``, __K__ at a time.
 
-    ``G`` as for ``grad_f1`` (reads shifted outside a row are masked); ``A`` readable (zeros)
-    ``span`` columns left of its pixels and up to ``nz``.  One task per ``f2`` row: the output rows and vertical displacements that
-    reach it form an arithmetic progression, and each block of ``f2`` columns sums over them and over
-    every horizontal displacement in registers.
+    ``G`` as for ``grad_f1``; ``A``: ``f1`` as it is (pixel ``j`` at column ``axo + j``).  Both are
+    read shifted by every displacement, only inside their rows.  One task per ``f2`` row: the
+    output rows and vertical displacements that reach it form an arithmetic progression, and each
+    block of ``f2`` columns sums over them and over every horizontal displacement in registers.
     """
     nbat, groups, cg, h = dims
     ho, nx, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo  # f2 columns: up to nz
@@ -454,15 +473,17 @@ def grad_f2_c__K__(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, 
         rowbase = (bi * ctot + g * cg) * h * w + yb * w + bx0
         lane_lo = max(0, -bx0)
         lane_hi = min(nz, w - bx0)
+        pl = max(0, -axo)  # pixels whose f1 column lies in the map (and G's row)
+        ph = min(nx, w - axo)
         for c0 in range(c_lo, c_hi, __K__):
             for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 lo = max(lane_lo - z, 0)
                 hi = min(lane_hi - z, LANES)
                 o = rowbase + c0 * h * w + z
                 if (lo == 0) & (hi == LANES):
-                    _g2sum_c__K__(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, sdx, GB, o, h * w, scale, 1, z, nx)
+                    _gsum_c__K__(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, -sdx, GB, o, h * w, scale, 1, pl - z, ph - z, sdx, 0, LANES)
                 else:
-                    _g2sum_c__K__(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, sdx, acc, 0, LANES, scale, 0, z, nx)
+                    _gsum_c__K__(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, -sdx, acc, 0, LANES, scale, 0, pl - z, ph - z, sdx, lo, hi)
                     _add_lanes(GB, o, h * w, __K__, acc, 0, lo, hi)
     return GB'''
 
@@ -528,14 +549,15 @@ def grad_f1_pair_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi,
                 full = (llo == 0) & (lhi == LANES)
                 o0 = ab0 + c0 * hw + x
                 xc = xb0 + c0 * b_c + x
+                xl = -(bxo + x)  # f2's row lies in lanes xl - k*sdx .. xl + w - k*sdx at displacement k
                 if s_lo <= s_hi:
                     gg = gb0 + s_lo * g_y + x
                     xx = xc + s_lo * sdy * b_r
                     n = s_hi - s_lo + 1
                     if full:
-                        xsum2_c__K__(G, gg, gd, g_y, gsk, n, dxn, B, xx, b_c, sdy * b_r, sdx, GA, o0, dd, hw, scale, 1)
+                        _gsum2_c__K__(G, gg, gd, g_y, gsk, n, dxn, B, xx, b_c, sdy * b_r, sdx, GA, o0, dd, hw, scale, 1, xl, xl + w, -sdx, 0, LANES)
                     else:
-                        xsum2m_c__K__(G, gg, gd, g_y, gsk, n, 0, dxn, B, xx, b_c, sdy * b_r, sdx, acc, 0, __K__ * LANES, LANES, scale, 0, -llo, 0, lhi - llo)
+                        _gsum2_c__K__(G, gg, gd, g_y, gsk, n, dxn, B, xx, b_c, sdy * b_r, sdx, acc, 0, __K__ * LANES, LANES, scale, 0, xl, xl + w, -sdx, llo, lhi)
                         _add_lanes(GA, o0, hw, __K__, acc, 0, llo, lhi)
                         _add_lanes(GA, o0 + dd, hw, __K__, acc, __K__ * LANES, llo, lhi)
                 # what is left of each row on its own: below and above the shared range
@@ -558,9 +580,9 @@ def grad_f1_pair_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi,
                         xx = xc + r * p * sy * b_r + a * sdy * b_r
                         o = o0 + r * dd
                         if full:
-                            xsum_c__K__(G, gg, g_y, gsk, b - a + 1, dxn, B, xx, b_c, sdy * b_r, sdx, GA, o, hw, scale, 1)
+                            _gsum_c__K__(G, gg, g_y, gsk, b - a + 1, dxn, B, xx, b_c, sdy * b_r, sdx, GA, o, hw, scale, 1, xl, xl + w, -sdx, 0, LANES)
                         else:
-                            xsumm_c__K__(G, gg, g_y, gsk, b - a + 1, 0, dxn, B, xx, b_c, sdy * b_r, sdx, acc, 0, LANES, scale, 0, -llo, 0, lhi - llo)
+                            _gsum_c__K__(G, gg, g_y, gsk, b - a + 1, dxn, B, xx, b_c, sdy * b_r, sdx, acc, 0, LANES, scale, 0, xl, xl + w, -sdx, llo, lhi)
                             _add_lanes(GA, o, hw, __K__, acc, 0, llo, lhi)
     return GA'''
 
@@ -585,6 +607,8 @@ def grad_f2_pair_c__K__(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c
     gt0 = (dxn - 1) * g_t if rev else 0
     lane_lo = max(0, -bx0)
     lane_hi = min(nz, w - bx0)
+    pl = max(0, -axo)  # pixels whose f1 column lies in the map (and G's row)
+    ph = min(nx, w - axo)
     for task in nb.prange(nbat * groups * nsub):
         bg = task // nsub
         rem = task % nsub
@@ -645,15 +669,15 @@ def grad_f2_pair_c__K__(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c
                     o = o0 + r * dd
                     if part == 0:
                         if full:
-                            _g2sum2_c__K__(G, gg, gd, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, sdx, GB, o, dd, hw, scale, 1, z, nx)
+                            _gsum2_c__K__(G, gg, gd, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, -sdx, GB, o, dd, hw, scale, 1, pl - z, ph - z, sdx, 0, LANES)
                         else:
-                            _g2sum2_c__K__(G, gg, gd, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, sdx, acc, 0, __K__ * LANES, LANES, scale, 0, z, nx)
+                            _gsum2_c__K__(G, gg, gd, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, -sdx, acc, 0, __K__ * LANES, LANES, scale, 0, pl - z, ph - z, sdx, llo, lhi)
                             _add_lanes(GB, o, hw, __K__, acc, 0, llo, lhi)
                             _add_lanes(GB, o + dd, hw, __K__, acc, __K__ * LANES, llo, lhi)
                     elif full:
-                        _g2sum_c__K__(G, gg, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, sdx, GB, o, hw, scale, 1, z, nx)
+                        _gsum_c__K__(G, gg, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, -sdx, GB, o, hw, scale, 1, pl - z, ph - z, sdx, 0, LANES)
                     else:
-                        _g2sum_c__K__(G, gg, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, sdx, acc, 0, LANES, scale, 0, z, nx)
+                        _gsum_c__K__(G, gg, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, -sdx, acc, 0, LANES, scale, 0, pl - z, ph - z, sdx, llo, lhi)
                         _add_lanes(GB, o, hw, __K__, acc, 0, llo, lhi)
     return GB'''
 
@@ -676,8 +700,8 @@ def xsource() -> str:
     parts = [header.replace("__SIMD_HASH__", f"_cpu_simd.py sha256 {digest}")]
     parts.append(XHELPERS)
     parts += [_sub(FWD_DRIVER, R=r_, T=t_) for r_ in (1, 2) for t_ in range(1, XT_MAX + 1)]
-    parts += [G2_SUMS.split("\n\n\n", 1)[0]]  # _g2ranges, once
-    parts += [_sub(G2_SUMS.split("\n\n\n", 1)[1], K=k_) for k_ in XC_SIZES]
+    parts.append(KRANGES)
+    parts += [_sub(SUMS, K=k_) for k_ in XC_SIZES]
     parts += [_sub(G1_DRIVER, K=k_) for k_ in XC_SIZES]
     parts += [_sub(G1P_DRIVER, K=k_) for k_ in XC_SIZES]
     parts += [_sub(G2_DRIVER, K=k_) for k_ in XC_SIZES]

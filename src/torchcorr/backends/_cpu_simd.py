@@ -20,6 +20,10 @@ caller guarantees that every vector read lies inside its array.
 * ``xsum2_c{K}(G, g0, gd, ..., D, d0, dd, dcs, scale, add)``: two such sums that share each load of
   ``X``, the second reading ``G`` ``gd`` further on and writing ``D`` ``dd`` further on (two rows of
   a gradient that meet the same rows of the other input).
+* ``xsumm_c{K}``, ``xsum2m_c{K}``: the same over ``k0 <= k < k1`` (in place of ``nk``; ``k`` is the
+  outer loop), every load of ``G`` and ``X`` masked to the lanes ``max(k*mst - mz, flo) <= l <
+  min(k*mst - mz + mn, fhi)`` (arguments ``mz, mst, mn, flo, fhi`` last): nothing outside the mask is
+  read, so the operands need no padding where a row ends.
 """
 
 from __future__ import annotations
@@ -168,7 +172,7 @@ def _sum(channels: int, streams: int, masked: bool):
     if masked:
         names[names.index("nk")] = "k0"
         names.insert(names.index("k0") + 1, "k1")
-        names += ["mz", "mst", "mn"]
+        names += ["mz", "mst", "mn", "flo", "fhi"]
 
     def kernel(typingctx, *argtys):
         sig = types.void(*argtys)
@@ -195,16 +199,22 @@ def _sum(channels: int, streams: int, masked: bool):
                     gv = [e.masked_load(g, builder.add(pg, gofs[r]), vty, align, mask) for r in range(streams)]
                 px = builder.add(builder.add(v["x0"], builder.mul(i, v["xsi"])), builder.mul(k, v["xsk"]))
                 for j in range(channels):
-                    xv = e.load(x, builder.add(px, xc[j]), vty, align)
+                    if mask is None:
+                        xv = e.load(x, builder.add(px, xc[j]), vty, align)
+                    else:
+                        xv = e.masked_load(x, builder.add(px, xc[j]), vty, align, mask)
                     for r in range(streams):
                         s = slots[r * channels + j]
                         builder.store(builder.call(fma, [gv[r], xv, builder.load(s)]), s)
 
             if masked:
-                # displacement k outer: its lane mask (columns of G inside the row) is made once
+                # displacement k outer: its lane mask is made once
                 with cgutils.for_range_slice(builder, v["k0"], v["k1"], _const(1)) as (k, _):
                     lo = builder.sub(builder.mul(k, v["mst"]), v["mz"])
-                    mask = e.lane_range(lo, builder.add(lo, v["mn"]))
+                    hi = builder.add(lo, v["mn"])
+                    lo = builder.select(builder.icmp_signed(">", lo, v["flo"]), lo, v["flo"])
+                    hi = builder.select(builder.icmp_signed("<", hi, v["fhi"]), hi, v["fhi"])
+                    mask = e.lane_range(lo, hi)
                     with cgutils.for_range(builder, v["ni"]) as inner:
                         body(inner.index, k, mask)
             else:

@@ -231,7 +231,8 @@ def _rows(x: Tensor, acc: torch.dtype, first: int, count: int, left: int = 0, wi
 class _XProblem:
     """Arrays and integers of the pixel-vectorised kernels (see ``cpu_xkernels``) for one call.
 
-    ``f1`` and ``f2`` are copied once; the displacement rows may run in chunks.
+    The forward reads copies of ``f1`` and ``f2`` laid out by row (made once); the gradients read
+    the inputs as they are (NCHW), masking what lies outside a row.
     """
 
     def __init__(self, f1: Tensor, f2: Tensor, grid: _Grid, groups: int, acc: torch.dtype) -> None:
@@ -244,11 +245,10 @@ class _XProblem:
         self.dxn_pad = -(-grid.dxn // self.t_block) * self.t_block
         self.span = (grid.dxn - 1) * grid.sdx
         self.nz = grid.nx + self.span  # f2 columns a row of pixels reaches
-        self.nz_pad = -(-self.nz // lanes) * lanes
         self.w = w
         self.dims = (b, groups, c // groups, h)
         self.x0, self.bx0 = grid.x0, grid.x0 + grid.dx0
-        self._a = self._b = self._a_wide = None
+        self._a = self._b = None
 
     # the arrays, made on first use: only the real pixels of f1 and the reachable columns of f2,
     # zeros elsewhere (a NaN in f1 beyond the grid must not reach the f2 gradient through 0 * NaN)
@@ -263,16 +263,11 @@ class _XProblem:
             self._b = _rows(self.f2, self.acc, self.bx0, count)
         return self._b
 
-    def release_b(self) -> None:
-        self._b = None
-
-    def a_wide(self):
-        """``f1``'s pixels with the zeros the shifted reads of the ``f2`` gradient need."""
-        if self._a_wide is None:
-            # blocks of f2 columns start at the first one a pixel reaches: one block of slack
-            width = self.span + self.nz_pad + _LANES
-            self._a_wide = _rows(self.f1, self.acc, self.x0, self.grid.nx, self.span, width)
-        return self._a_wide
+    def nchw(self, x: Tensor):
+        """An input as the gradients read it: contiguous NCHW in the accumulation dtype."""
+        x = x.detach().to(self.acc).contiguous()
+        _, c, h, w = x.shape
+        return x, (c * h * w, h * w, w)
 
     def geo(self, ty0: int, cnt: int) -> tuple:
         g = self.grid
@@ -304,17 +299,17 @@ class _XProblem:
 
     def grad_f1(self, g: Tensor, g1: Tensor, scale: float, ty0: int) -> None:
         """``g``: a chunk ``(B, G, cnt, Dx, ny, nx)`` (contiguous) of the incoming gradient."""
-        b, b_strides = self.b()
+        b, b_strides = self.nchw(self.f2)
         _xkernels.grad_f1(
-            self._arr(g), self._strides(g), self._arr(b), b_strides, 0, self._arr(g1), self.w,
+            self._arr(g), self._strides(g), self._arr(b), b_strides, self.bx0, self._arr(g1), self.w,
             self.x0, self.dims, self.geo(ty0, g.shape[2]), self.pair(g.shape[2]), float(scale),
         )  # fmt: skip
 
     def grad_f2(self, g: Tensor, g2: Tensor, scale: float, ty0: int) -> None:
         """``g`` as for :meth:`grad_f1`."""
-        a, a_strides = self.a_wide()
+        a, a_strides = self.nchw(self.f1)
         _xkernels.grad_f2(
-            self._arr(g), self._strides(g), self._arr(a), a_strides, self.span, self._arr(g2), self.w,
+            self._arr(g), self._strides(g), self._arr(a), a_strides, self.x0, self._arr(g2), self.w,
             self.bx0, self.nz, self.dims, self.geo(ty0, g.shape[2]), float(scale),
         )  # fmt: skip
 
@@ -396,7 +391,6 @@ def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None
         g = gout.contiguous()
         if g1 is not None:
             prob.grad_f1(g, g1, scale, 0)
-            prob.release_b()
         if g2 is not None:
             prob.grad_f2(g, g2, scale, 0)
         return

@@ -10,21 +10,22 @@ with ``sdx >= 1``; ``t`` counts horizontal displacements in increasing order and
 output index ``dxn - 1 - t`` when the caller's step was negative (``rev``).  Reads outside the maps
 are zero.
 
-Arrays.  ``A`` holds ``f1`` with strides ``(a_b, a_c, a_r)`` for batch, channel and row (the caller
-lays the channels of a row together) and pixel ``j`` of a row at column ``axo + j``; ``B`` holds
-``f2`` the same way with ``z = j + t*sdx`` at column ``bxo + z``.
-The caller pads the columns with zeros so that every block of ``LANES`` pixels (the last one
-included) and every block of displacements (the last one rounded up to a full block) can be read:
-the kernels never test a column.  Rows outside the maps are skipped (their products are zero).
-The incoming gradient ``G`` (on the one-tap grid) is read where it lies: strides ``(batch-group,
-displacement row, displacement, output row)``, rows of ``nx`` pixels with nothing around them; the
-kernels mask the lanes of a block that fall outside a row.  For the ``f2`` gradient, which reads
-``G`` and ``A`` shifted by every displacement, ``A`` carries ``span`` zero columns on the left.
+Arrays.  ``A`` holds ``f1`` with strides ``(a_b, a_c, a_r)`` for batch, channel and row and pixel
+``j`` of a row at column ``axo + j``; ``B`` holds ``f2`` the same way with ``z = j + t*sdx`` at
+column ``bxo + z``.  For the forward, whose loop runs over channels, the caller lays the channels
+of a row together and pads the columns with zeros so that every block of ``LANES`` pixels (the last
+one included) and every block of displacements (the last one rounded up) can be read: the forward
+never tests a column.  The gradients loop over displacements and read the inputs as they are
+(NCHW): a block's reads are masked to the columns inside the map at every displacement where a
+row ends inside the block (``_kranges``), and plain elsewhere.  Rows outside the maps are skipped
+(their products are zero).  The incoming gradient ``G`` (on the one-tap grid) is read where it
+lies too: strides ``(batch-group, displacement row, displacement, output row)``, rows of ``nx``
+pixels with nothing around them, masked the same way.
 
 How the work is split.  Pixels go in blocks of ``LANES`` along a row (the unit LLVM vectorises;
 ``_cpu_xvec``), the reduction runs over channels (forward), displacements (``f1`` gradient) or
-output rows and displacements (``f2`` gradient) with the block's sums in registers.  In the forward two output rows
-that read the same ``f2`` row (rows ``i`` and ``i + p`` at vertical displacements ``ty`` and
+output rows and displacements (``f2`` gradient) with the block's sums in registers.  Two output
+rows that read the same ``f2`` row (rows ``i`` and ``i + p`` at vertical displacements ``ty`` and
 ``ty + qq``) share each load of it.
 
 Threads.  The forward and the ``f1`` gradient run one output row (or row pair) per task, the ``f2``
@@ -83,8 +84,7 @@ def grad_f1(g, g_strides, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale)
 def grad_f2(g, g_strides, a, a_strides, axo, gb, w, bx0, nz, dims, geo, scale) -> None:
     """Adds the gradient with respect to ``f2`` to ``gb`` (flat NCHW).
 
-    ``a`` is readable (zeros) ``span`` columns left of pixel 0 and ``LANES`` past ``nz`` rounded up
-    to ``LANES`` (blocks of ``f2`` columns start at the first column a pixel reaches).
+    ``a``: ``f1`` as it is (NCHW, pixel 0 at column ``axo``), read only inside its rows.
     """
     paired = geo[5] == 1 and geo[2] > 1 and geo[7] != 0  # unit row step, several displacement rows
     for k, lo, hi in channel_blocks(dims[2]):
