@@ -201,28 +201,28 @@ def _fast(grid: _Grid, mode: str) -> bool:
     return mode == "product" and grid.sx == 1
 
 
-def _rows(x: Tensor, acc: torch.dtype, first: int, count: int, left: int = 0, width: int | None = None):
+def _rows(x: Tensor, acc: torch.dtype, first: int, count: int, width: int | None = None):
     """Columns ``first .. first + count`` of ``x`` as a contiguous ``(B, H, C, width)`` array.
 
-    Column ``first`` lands at ``left``; everything else (the map's outside included) is zero.
+    Column ``first`` lands at column 0; everything else (the map's outside included) is zero.
 
-    Row-major with the channels of a row together: the kernels' channel loop then walks memory
+    Row-major with the channels of a row together: the forward's channel loop then walks memory
     with a short constant stride, where NCHW would jump a whole map per channel (a new page each
     time, which the hardware prefetchers do not follow).  Returns the tensor and its
     ``(batch, channel, row)`` strides.
     """
     b, c, h, w = x.shape
-    width = left + count if width is None else width
+    width = count if width is None else width
     lo, hi = max(0, -first), min(count, w - first)
     rows = x.detach().permute(0, 2, 1, 3)
-    if lo == 0 and hi == count and left == 0 and width == count:
+    if lo == 0 and hi == count and width == count:
         out = rows[..., first : first + count].to(acc).contiguous()
     else:  # zeros only where no column lands (one pass over the rest, not two)
         out = _empty((b, h, c, width), acc, _CPU)
         if hi > lo:
-            out[..., : left + lo] = 0
-            out[..., left + hi :] = 0
-            out[..., left + lo : left + hi] = rows[..., first + lo : first + hi]
+            out[..., :lo] = 0
+            out[..., hi:] = 0
+            out[..., lo:hi] = rows[..., first + lo : first + hi]
         else:
             out.zero_()
     return out, (h * c * width, width, c * width)
