@@ -65,8 +65,6 @@ def _host_lanes() -> int:
 LANES = _host_lanes()
 #: displacements per block of the pixel-vectorised forward (1 .. XT_MAX are generated)
 XT_MAX = 9
-#: bytes of the L1 data cache a block's inputs may fill (half of a 48 KiB cache)
-L1_BUDGET = 24 * 1024
 #: channels per block of the pixel-vectorised gradient sums
 XC_SIZES = (8, 4, 2, 1)
 
@@ -229,11 +227,6 @@ def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, p
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
     tstep = -plane if rev else plane
-    dxp = -(-dxn // __T__) * __T__  # displacements rounded up to whole blocks
-    # bytes per channel of one block's data: its f1 rows and its f2 window over all displacements
-    per_channel = (__R__ * LANES + LANES + (dxp - 1) * sdx) * out.itemsize
-    nchunk = -(-cg * per_channel // L1_BUDGET)
-    chunk = -(-cg // nchunk)
     for task in nb.prange(nbat * groups * nsub):
         bg = task // nsub
         rem = task % nsub
@@ -244,7 +237,7 @@ def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, p
         two = i1 < ho
         bi = bg // groups
         g = bg % groups
-        acc = np.empty(__R__ * dxp * LANES, out.dtype)
+        acc = np.empty(__R__ * __T__ * LANES, out.dtype)
         ya0 = y0 + i0 * sy
         ya1 = y0 + i1 * sy
         ok0 = (ya0 >= 0) & (ya0 < h)
@@ -277,30 +270,20 @@ def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, p
                 continue
             every = c0 if __R__ == 1 else c0 & c1
             bbase = cbase + yb * b_r + bxo
-            for x in range(0, wo, LANES):
-                n = min(LANES, wo - x)
-                direct = every & (n == LANES)
-                # channels in chunks whose rows of f1 and window of f2 stay in L1 across the
-                # displacement blocks; the sums of later chunks are added
-                for cc in range(0, cg, chunk):
-                    cn = min(chunk, cg - cc)
-                    add = 1 if cc > 0 else 0
-                    ia0 = abase0 + cc * a_c + x
-                    ia1 = abase1 + cc * a_c + x
-                    for t0 in range(0, dxn, __T__):
-                        ib = bbase + cc * b_c + t0 * sdx + x
-                        if direct & (t0 + __T__ <= dxn):  # straight into the output
-                            first = (dxn - 1 - t0) * plane if rev else t0 * plane
-                            xfwd_r__R__t__T__(A, ia0, ia1, a_c, B, ib, b_c, sdx, cn, out, o0 + first + x, o1 + first + x, tstep, scale, add)
-                        else:
-                            xfwd_r__R__t__T__(A, ia0, ia1, a_c, B, ib, b_c, sdx, cn, acc, t0 * LANES, (dxp + t0) * LANES, LANES, scale, add)
-                for t0 in range(0, dxn, __T__):
-                    if not (direct & (t0 + __T__ <= dxn)):
-                        T = min(__T__, dxn - t0)
+            for t0 in range(0, dxn, __T__):
+                T = min(__T__, dxn - t0)
+                ib = bbase + t0 * sdx
+                first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                for x in range(0, wo, LANES):
+                    n = min(LANES, wo - x)
+                    if every & (n == LANES) & (T == __T__):  # straight into the output
+                        xfwd_r__R__t__T__(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                    else:
+                        xfwd_r__R__t__T__(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, __T__ * LANES, LANES, scale)
                         if c0:
-                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, t0 * LANES, n)
+                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
                         if c1:
-                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (dxp + t0) * LANES, n)
+                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (__R__ - 1) * __T__ * LANES, n)
     return out'''
 
 KRANGES = '''@nb.njit(**_JIT)
@@ -692,7 +675,7 @@ def xsource() -> str:
     """The full text of ``_cpu_xvec.py``."""
     kernels = [f"xfwd_r{r_}t{t_}" for r_ in (1, 2) for t_ in range(1, XT_MAX + 1)]
     kernels += [f"xsum{s_}_c{k_}" for s_ in ("", "2", "m", "2m") for k_ in XC_SIZES]
-    names = "".join(f"    {n},\n" for n in ["L1_BUDGET", "LANES", *sorted(kernels)])
+    names = "".join(f"    {n},\n" for n in ["LANES", *sorted(kernels)])
     # numba's on-disk cache is keyed on this file alone: naming the kernels' source here makes a
     # change to them (inlined into every driver) a change to this file
     digest = hashlib.sha256(Path(__file__).with_name("_cpu_simd.py").read_bytes()).hexdigest()[:16]

@@ -33,9 +33,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._cpu_codegen import L1_BUDGET, LANES, XC_SIZES, XT_MAX
+from ._cpu_codegen import LANES, XC_SIZES, XT_MAX
 
-__all__ = ["L1_BUDGET", "LANES", "XC_SIZES", "XT_MAX"]  # and the kernels, added below
+__all__ = ["LANES", "XC_SIZES", "XT_MAX"]  # and the kernels, added below
 
 _I64 = ir.IntType(64)
 
@@ -127,8 +127,8 @@ class _Emit:
 
 
 def _fwd(rows: int, disps: int):
-    def kernel(typingctx, A, ia0, ia1, acs, B, ib, bcs, bst, C, D, d0, d1, dst, scale, add):
-        sig = types.void(A, ia0, ia1, acs, B, ib, bcs, bst, C, D, d0, d1, dst, scale, add)
+    def kernel(typingctx, A, ia0, ia1, acs, B, ib, bcs, bst, C, D, d0, d1, dst, scale):
+        sig = types.void(A, ia0, ia1, acs, B, ib, bcs, bst, C, D, d0, d1, dst, scale)
 
         def codegen(context, builder, signature, args):
             e = _Emit(context, builder, signature, args)
@@ -139,7 +139,6 @@ def _fwd(rows: int, disps: int):
             dr = [e.int64(10), e.int64(11)][:rows]
             dst_ = e.int64(12)
             sv = e.splat(e.scalar(13, signature.args[0].dtype), vty)
-            add_ = builder.icmp_signed("!=", e.int64(14), _const(0))
             ibt = [builder.add(ib_, builder.mul(bst_, _const(t))) for t in range(disps)]
             slots = e.accumulators(rows * disps, vty)
             fma = e.fma(vty)
@@ -155,7 +154,7 @@ def _fwd(rows: int, disps: int):
             for r in range(rows):
                 for t in range(disps):
                     value = builder.fmul(builder.load(slots[r * disps + t]), sv)
-                    e.store_or_add(add_, value, out, builder.add(dr[r], builder.mul(dst_, _const(t))), vty, align)
+                    e.store(value, out, builder.add(dr[r], builder.mul(dst_, _const(t))), vty, align)
             return context.get_dummy_value()
 
         return sig, codegen
