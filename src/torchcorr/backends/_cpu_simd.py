@@ -8,7 +8,7 @@ whenever the code around them changed (a short-circuit ``and``, an address chose
 small block fully unrolled first), silently falling back to scalar code 5-10x slower.
 
 Indices are 64-bit integers used with wrapping arithmetic, so a negative stride is fine.  The
-caller guarantees that every vector read lies inside its array.
+caller guarantees that every unmasked vector read lies inside its array.
 
 * ``xfwd_r{R}t{T}(A, ia0, ia1, acs, B, ib, bcs, bst, C, D, d0, d1, dst, scale)``: for rows ``r < R``
   and displacements ``t < T``, ``D[d_r + t*dst + l] = scale * sum_{c<C} A[ia_r + c*acs + l] *

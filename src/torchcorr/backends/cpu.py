@@ -7,12 +7,13 @@ Two families of kernels:
 
 * The product on a unit pixel step (``stride1 == 1``, and every window larger than one tap) runs on
   the pixel-vectorised path (:mod:`torchcorr.backends.cpu_xkernels`): vectors of ``LANES``
-  consecutive output pixels (one 512-bit register of float32), explicit SIMD written as LLVM IR
-  (:mod:`._cpu_simd`), sums held in registers while the loop runs over channels (forward) or
-  displacements (gradients), and two output rows sharing each load where they read the same rows
-  of the other map.  The inputs are copied once into
+  consecutive output pixels (one vector register of float32: 16 with AVX-512, else 8), explicit
+  SIMD written as LLVM IR (:mod:`._cpu_simd`), sums held in registers while the loop runs over
+  channels (forward) or displacements (gradients), and two output rows sharing each load where
+  they read the same rows of the other map.  For the forward the inputs are copied once into
   row-major, zero-padded ``(B, H, C, W')`` arrays, so the channel loop walks memory with a short
-  stride.  This is the path of FlowNetC, PWC-Net and the other workloads of the benchmarks.
+  stride; the gradients read the inputs and the incoming gradient as they are, with masked loads
+  where a row ends inside a block.  This is the path of FlowNetC, PWC-Net and the other workloads of the benchmarks.
 * Everything else (the absolute difference, ``stride1 > 1``) runs on the channel-vectorised path
   (:mod:`torchcorr.backends.cpu_kernels`): per output row and vertical displacement, channels-last
   row buffers and blocks of pixels x displacements per pass over the channels.
@@ -24,7 +25,7 @@ about the size of the output), then a strided, dilated box sum (and, backward, i
 Every gradient element has one writer and a fixed order of summation: results do not depend on
 the number of threads.
 
-Memory beyond the output: the padded copies of the inputs; in the backward of a window larger
+Memory beyond the output: the forward's padded copies of the inputs; in the backward of a window larger
 than one tap, the incoming gradient spread onto the one-tap grid a chunk at a time (at most half
 the output's size; the pixel-vectorised gradients read a one-tap gradient where it lies).
 
@@ -250,8 +251,8 @@ class _XProblem:
         self.x0, self.bx0 = grid.x0, grid.x0 + grid.dx0
         self._a = self._b = None
 
-    # the arrays, made on first use: only the real pixels of f1 and the reachable columns of f2,
-    # zeros elsewhere (a NaN in f1 beyond the grid must not reach the f2 gradient through 0 * NaN)
+    # the forward's arrays, made on first use: only the real pixels of f1 and the reachable columns
+    # of f2, zeros elsewhere
     def a(self):
         if self._a is None:
             self._a = _rows(self.f1, self.acc, self.x0, self.grid.nx, width=self.gw)

@@ -22,11 +22,11 @@ row ends inside the block (``_kranges``), and plain elsewhere.  Rows outside the
 lies too: strides ``(batch-group, displacement row, displacement, output row)``, rows of ``nx``
 pixels with nothing around them, masked the same way.
 
-How the work is split.  Pixels go in blocks of ``LANES`` along a row (the unit LLVM vectorises;
-``_cpu_xvec``), the reduction runs over channels (forward), displacements (``f1`` gradient) or
-output rows and displacements (``f2`` gradient) with the block's sums in registers.  Two output
-rows that read the same ``f2`` row (rows ``i`` and ``i + p`` at vertical displacements ``ty`` and
-``ty + qq``) share each load of it.
+How the work is split.  Pixels go in blocks of ``LANES`` along a row (one vector register; the
+kernels of ``_cpu_simd``, called by the drivers of ``_cpu_xvec``), the reduction runs over channels
+(forward), displacements (``f1`` gradient) or output rows and displacements (``f2`` gradient) with
+the block's sums in registers.  Two output rows that read the same ``f2`` row (rows ``i`` and
+``i + p`` at vertical displacements ``ty`` and ``ty + qq``) share each load of it.
 
 Threads.  The forward and the ``f1`` gradient run one output row (or row pair) per task, the ``f2``
 gradient one ``f2`` row per task; every output or gradient element has one writer and a fixed order
