@@ -133,7 +133,7 @@ def fast_problem(draw):
 
     gy, gx = axis_(False), axis_(True)
     groups = draw(st.sampled_from([1, 2, 3]))
-    c = groups * draw(st.integers(1, 11))
+    c = groups * draw(st.one_of(st.integers(1, 11), st.sampled_from([12, 14, 27])))  # blocks 12/8/4/2/1
     h = draw(st.integers(max(1, gy.span - gy.pad_before - gy.pad_after), 9))
     w = draw(st.integers(max(8, gx.span - gx.pad_before - gx.pad_after), 27))
     return Geometry(gy, gx), groups, (draw(st.integers(1, 2)), c, h, w)

@@ -30,18 +30,22 @@ from ._cpu_simd import (
     xsum2_c2,
     xsum2_c4,
     xsum2_c8,
+    xsum2_c12,
     xsum2m_c1,
     xsum2m_c2,
     xsum2m_c4,
     xsum2m_c8,
+    xsum2m_c12,
     xsum_c1,
     xsum_c2,
     xsum_c4,
     xsum_c8,
+    xsum_c12,
     xsumm_c1,
     xsumm_c2,
     xsumm_c4,
     xsumm_c8,
+    xsumm_c12,
 )
 
 _JIT = dict(inline="always", cache=True, nogil=True, boundscheck=False)
@@ -1388,6 +1392,32 @@ def _kranges(lo, hi, st, dxn, flo, fhi):
 
 
 @nb.njit(**_JIT)
+def _gsum_c12(G, g0, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0, dcs, scale, add, lo, hi, st, flo, fhi):
+    """``xsum_c12`` over the displacements that reach the block's lanes ``flo .. fhi``.
+
+    ``X`` (and ``G``) may be read at displacement ``k`` in lanes ``lo + k*st .. hi + k*st`` only
+    (see ``_kranges``): reads are masked where a row ends.
+    """
+    k0, f0, f1, k1 = _kranges(lo, hi, st, dxn, flo, fhi)
+    xsum_c12(G, g0 + f0 * gsk, gsi, gsk, n, f1 - f0, X, x0 + f0 * xsk, xcs, xsi, xsk, D, d0, dcs, scale, add)
+    if k0 < f0:
+        xsumm_c12(G, g0, gsi, gsk, n, k0, f0, X, x0, xcs, xsi, xsk, D, d0, dcs, scale, 1, -lo, st, hi - lo, flo, fhi)
+    if f1 < k1:
+        xsumm_c12(G, g0, gsi, gsk, n, f1, k1, X, x0, xcs, xsi, xsk, D, d0, dcs, scale, 1, -lo, st, hi - lo, flo, fhi)
+
+
+@nb.njit(**_JIT)
+def _gsum2_c12(G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, add, lo, hi, st, flo, fhi):
+    """``_gsum_c12`` for two streams of ``G`` (``xsum2_c12``)."""
+    k0, f0, f1, k1 = _kranges(lo, hi, st, dxn, flo, fhi)
+    xsum2_c12(G, g0 + f0 * gsk, gd, gsi, gsk, n, f1 - f0, X, x0 + f0 * xsk, xcs, xsi, xsk, D, d0, dd, dcs, scale, add)
+    if k0 < f0:
+        xsum2m_c12(G, g0, gd, gsi, gsk, n, k0, f0, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, hi - lo, flo, fhi)
+    if f1 < k1:
+        xsum2m_c12(G, g0, gd, gsi, gsk, n, f1, k1, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, hi - lo, flo, fhi)
+
+
+@nb.njit(**_JIT)
 def _gsum_c8(G, g0, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0, dcs, scale, add, lo, hi, st, flo, fhi):
     """``xsum_c8`` over the displacements that reach the block's lanes ``flo .. fhi``.
 
@@ -1489,6 +1519,67 @@ def _gsum2_c1(G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0, dd, dcs,
         xsum2m_c1(G, g0, gd, gsi, gsk, n, k0, f0, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, hi - lo, flo, fhi)
     if f1 < k1:
         xsum2m_c1(G, g0, gd, gsi, gsk, n, f1, k1, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, hi - lo, flo, fhi)
+
+
+@nb.njit(**_PJIT)
+def grad_f1_c12(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, scale):
+    """Adds the ``f1`` gradient of channels ``c_lo .. c_hi`` of each group to ``GA``, 12 at a time.
+
+    ``G``: the incoming gradient, strides ``g_strides`` (batch-group, displacement row, displacement,
+    output row), rows of ``wo`` pixels and nothing around them (a block that is not whole reads
+    only its pixels).  ``B``: ``f2`` as it is (NCHW; strides ``b_strides`` for batch, channel and
+    row; pixel ``j`` at displacement ``t`` reads column ``bxo + j + t*sdx``), read only inside its
+    rows.
+    """
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    g_bg, g_y, g_t, g_i = g_strides
+    b_b, b_c, b_r = b_strides
+    ctot = groups * cg
+    for task in nb.prange(nbat * groups * ho):
+        bg = task // ho
+        i = task % ho
+        bi = bg // groups
+        g = bg % groups
+        ya = y0 + i * sy
+        if ya < 0 or ya >= h:
+            continue
+        ty_lo = dyn
+        ty_hi = -1
+        for ty in range(dyn):
+            yb = ya + dy0 + ty * sdy
+            if 0 <= yb < h:
+                ty_lo = min(ty_lo, ty)
+                ty_hi = max(ty_hi, ty)
+        if ty_hi < 0:
+            continue
+        ni = ty_hi - ty_lo + 1
+        acc = np.empty(12 * LANES, GA.dtype)
+        gbase = bg * g_bg + ty_lo * g_y + i * g_i
+        gsk = g_t
+        if rev:
+            gbase += (dxn - 1) * g_t
+            gsk = -g_t
+        gsi = g_y
+        xbase = bi * b_b + g * cg * b_c + (ya + dy0 + ty_lo * sdy) * b_r + bxo
+        xsi = sdy * b_r
+        abase = (bi * ctot + g * cg) * h * w + ya * w + ax0
+        lane_lo = max(0, -ax0)
+        lane_hi = min(wo, w - ax0)
+        for c0 in range(c_lo, c_hi, 12):
+            for x in range(0, wo, LANES):
+                lo = max(lane_lo - x, 0)
+                hi = min(lane_hi - x, LANES)
+                if hi <= lo:
+                    continue
+                o = abase + c0 * h * w + x
+                xl = -(bxo + x)  # f2's row lies in lanes xl - k*sdx .. xl + w - k*sdx at displacement k
+                if (lo == 0) & (hi == LANES):
+                    _gsum_c12(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, GA, o, h * w, scale, 1, xl, xl + w, -sdx, 0, LANES)
+                else:
+                    _gsum_c12(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, acc, 0, LANES, scale, 0, xl, xl + w, -sdx, lo, hi)
+                    _add_lanes(GA, o, h * w, 12, acc, 0, lo, hi)
+    return GA
 
 
 @nb.njit(**_PJIT)
@@ -1732,6 +1823,105 @@ def grad_f1_c1(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, ge
                 else:
                     _gsum_c1(G, gbase + x, gsi, gsk, ni, dxn, B, xbase + c0 * b_c + x, b_c, xsi, sdx, acc, 0, LANES, scale, 0, xl, xl + w, -sdx, lo, hi)
                     _add_lanes(GA, o, h * w, 1, acc, 0, lo, hi)
+    return GA
+
+
+@nb.njit(**_PJIT)
+def grad_f1_pair_c12(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, pair, scale):
+    """``grad_f1_c12`` for two output rows at a time.
+
+    Rows ``i`` and ``i + p`` at vertical displacements ``ty`` and ``ty + qq`` read the same ``f2``
+    row: each load of it serves both.
+    """
+    nbat, groups, cg, h = dims
+    ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
+    g_bg, g_y, g_t, g_i = g_strides
+    b_b, b_c, b_r = b_strides
+    p, qq = pair
+    ctot = groups * cg
+    hw = h * w
+    nsub = ((ho + 2 * p - 1) // (2 * p)) * p
+    gsk = -g_t if rev else g_t
+    lane_lo = max(0, -ax0)
+    lane_hi = min(wo, w - ax0)
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        i0 = (rem // p) * 2 * p + rem % p
+        if i0 >= ho:
+            continue
+        i1 = i0 + p
+        bi = bg // groups
+        g = bg % groups
+        rows = np.empty(2, np.int64)
+        rows[0] = i0
+        rows[1] = i1
+        # valid displacement rows of each output row (f1 row and f2 row inside the maps)
+        lo = np.full(2, dyn, np.int64)
+        hi = np.full(2, -1, np.int64)
+        for r in range(2):
+            i = rows[r]
+            ya = y0 + i * sy
+            if i >= ho or ya < 0 or ya >= h:
+                continue
+            for ty in range(dyn):
+                yb = ya + dy0 + ty * sdy
+                if 0 <= yb < h:
+                    lo[r] = min(lo[r], ty)
+                    hi[r] = max(hi[r], ty)
+        # the shared range, in row 0's displacement rows
+        s_lo = max(lo[0], lo[1] - qq)
+        s_hi = min(hi[0], hi[1] - qq)
+        acc = np.empty(2 * 12 * LANES, GA.dtype)
+        gb0 = bg * g_bg + i0 * g_i + ((dxn - 1) * g_t if rev else 0)
+        xb0 = bi * b_b + g * cg * b_c + (y0 + i0 * sy + dy0) * b_r + bxo
+        ab0 = (bi * ctot + g * cg) * hw + (y0 + i0 * sy) * w + ax0
+        gd = p * g_i + qq * g_y
+        dd = p * sy * w
+        for c0 in range(c_lo, c_hi, 12):
+            for x in range(0, wo, LANES):
+                llo = max(lane_lo - x, 0)
+                lhi = min(lane_hi - x, LANES)
+                if lhi <= llo:
+                    continue
+                full = (llo == 0) & (lhi == LANES)
+                o0 = ab0 + c0 * hw + x
+                xc = xb0 + c0 * b_c + x
+                xl = -(bxo + x)  # f2's row lies in lanes xl - k*sdx .. xl + w - k*sdx at displacement k
+                if s_lo <= s_hi:
+                    gg = gb0 + s_lo * g_y + x
+                    xx = xc + s_lo * sdy * b_r
+                    n = s_hi - s_lo + 1
+                    if full:
+                        _gsum2_c12(G, gg, gd, g_y, gsk, n, dxn, B, xx, b_c, sdy * b_r, sdx, GA, o0, dd, hw, scale, 1, xl, xl + w, -sdx, 0, LANES)
+                    else:
+                        _gsum2_c12(G, gg, gd, g_y, gsk, n, dxn, B, xx, b_c, sdy * b_r, sdx, acc, 0, 12 * LANES, LANES, scale, 0, xl, xl + w, -sdx, llo, lhi)
+                        _add_lanes(GA, o0, hw, 12, acc, 0, llo, lhi)
+                        _add_lanes(GA, o0 + dd, hw, 12, acc, 12 * LANES, llo, lhi)
+                # what is left of each row on its own: below and above the shared range
+                for r in range(2):
+                    if lo[r] > hi[r]:
+                        continue
+                    shift = 0 if r == 0 else qq
+                    for part in range(2):
+                        if s_lo > s_hi:  # nothing shared: the row's whole range, once
+                            if part == 1:
+                                continue
+                            a, b = lo[r], hi[r]
+                        elif part == 0:
+                            a, b = lo[r], min(hi[r], s_lo + shift - 1)
+                        else:
+                            a, b = max(lo[r], s_hi + shift + 1), hi[r]
+                        if a > b:
+                            continue
+                        gg = gb0 + r * p * g_i + a * g_y + x
+                        xx = xc + r * p * sy * b_r + a * sdy * b_r
+                        o = o0 + r * dd
+                        if full:
+                            _gsum_c12(G, gg, g_y, gsk, b - a + 1, dxn, B, xx, b_c, sdy * b_r, sdx, GA, o, hw, scale, 1, xl, xl + w, -sdx, 0, LANES)
+                        else:
+                            _gsum_c12(G, gg, g_y, gsk, b - a + 1, dxn, B, xx, b_c, sdy * b_r, sdx, acc, 0, LANES, scale, 0, xl, xl + w, -sdx, llo, lhi)
+                            _add_lanes(GA, o, hw, 12, acc, 0, llo, lhi)
     return GA
 
 
@@ -2132,6 +2322,75 @@ def grad_f1_pair_c1(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dim
 
 
 @nb.njit(**_PJIT)
+def grad_f2_c12(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
+    """Adds the ``f2`` gradient of channels ``c_lo .. c_hi`` of each group to ``GB``, 12 at a time.
+
+    ``G`` as for ``grad_f1``; ``A``: ``f1`` as it is (pixel ``j`` at column ``axo + j``).  Both are
+    read shifted by every displacement, only inside their rows.  One task per ``f2`` row: the
+    output rows and vertical displacements that reach it form an arithmetic progression, and each
+    block of ``f2`` columns sums over them and over every horizontal displacement in registers.
+    """
+    nbat, groups, cg, h = dims
+    ho, nx, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo  # f2 columns: up to nz
+    g_bg, g_y, g_t, g_i = g_strides
+    a_b, a_c, a_r = a_strides
+    ctot = groups * cg
+    for task in nb.prange(nbat * groups * h):
+        bg = task // h
+        yb = task % h
+        bi = bg // groups
+        g = bg % groups
+        n = 0
+        ty_f = 0
+        i_f = 0
+        ty_s = 0
+        i_s = 0
+        for ty in range(dyn):
+            num = yb - y0 - dy0 - ty * sdy
+            if num % sy != 0:
+                continue
+            i = num // sy
+            ya = y0 + i * sy
+            if i < 0 or i >= ho or ya < 0 or ya >= h:
+                continue
+            if n == 0:
+                ty_f = ty
+                i_f = i
+            elif n == 1:
+                ty_s = ty
+                i_s = i
+            n += 1
+        if n == 0:
+            continue
+        dty = ty_s - ty_f if n > 1 else 0
+        di = i_s - i_f if n > 1 else 0
+        gsi = dty * g_y + di * g_i
+        gsk = -g_t - sdx if rev else g_t - sdx
+        g0 = bg * g_bg + ty_f * g_y + i_f * g_i
+        if rev:
+            g0 += (dxn - 1) * g_t
+        asi = di * sy * a_r
+        a0 = bi * a_b + g * cg * a_c + (y0 + i_f * sy) * a_r + axo
+        acc = np.empty(12 * LANES, GB.dtype)
+        rowbase = (bi * ctot + g * cg) * h * w + yb * w + bx0
+        lane_lo = max(0, -bx0)
+        lane_hi = min(nz, w - bx0)
+        pl = max(0, -axo)  # pixels whose f1 column lies in the map (and G's row)
+        ph = min(nx, w - axo)
+        for c0 in range(c_lo, c_hi, 12):
+            for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
+                lo = max(lane_lo - z, 0)
+                hi = min(lane_hi - z, LANES)
+                o = rowbase + c0 * h * w + z
+                if (lo == 0) & (hi == LANES):
+                    _gsum_c12(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, -sdx, GB, o, h * w, scale, 1, pl - z, ph - z, sdx, 0, LANES)
+                else:
+                    _gsum_c12(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, -sdx, acc, 0, LANES, scale, 0, pl - z, ph - z, sdx, lo, hi)
+                    _add_lanes(GB, o, h * w, 12, acc, 0, lo, hi)
+    return GB
+
+
+@nb.njit(**_PJIT)
 def grad_f2_c8(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
     """Adds the ``f2`` gradient of channels ``c_lo .. c_hi`` of each group to ``GB``, 8 at a time.
 
@@ -2404,6 +2663,101 @@ def grad_f2_c1(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims
                 else:
                     _gsum_c1(G, g0 + z, gsi, gsk, n, dxn, A, a0 + c0 * a_c + z, a_c, asi, -sdx, acc, 0, LANES, scale, 0, pl - z, ph - z, sdx, lo, hi)
                     _add_lanes(GB, o, h * w, 1, acc, 0, lo, hi)
+    return GB
+
+
+@nb.njit(**_PJIT)
+def grad_f2_pair_c12(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale):
+    """``grad_f2_c12`` for two ``f2`` rows at a time, on a unit row step (``sy == 1``).
+
+    Rows ``yb`` and ``yb + |sdy|`` meet output row ``i`` at vertical displacements ``ty`` and
+    ``ty + e`` (``e`` the sign of ``sdy``): each load of ``f1`` serves both.
+    """
+    nbat, groups, cg, h = dims
+    ho, nx, dyn, dxn, y0, _, dy0, sdy, sdx, rev = geo  # the row step is one
+    g_bg, g_y, g_t, g_i = g_strides
+    a_b, a_c, a_r = a_strides
+    ctot = groups * cg
+    hw = h * w
+    d = abs(sdy)
+    e = 1 if sdy > 0 else -1
+    nsub = ((h + 2 * d - 1) // (2 * d)) * d
+    gsk = -g_t - sdx if rev else g_t - sdx
+    gt0 = (dxn - 1) * g_t if rev else 0
+    lane_lo = max(0, -bx0)
+    lane_hi = min(nz, w - bx0)
+    pl = max(0, -axo)  # pixels whose f1 column lies in the map (and G's row)
+    ph = min(nx, w - axo)
+    for task in nb.prange(nbat * groups * nsub):
+        bg = task // nsub
+        rem = task % nsub
+        yb0 = (rem // d) * 2 * d + rem % d
+        if yb0 >= h:
+            continue
+        bi = bg // groups
+        g = bg % groups
+        # each row's displacement rows ty whose output row i = yb - y0 - dy0 - ty*sdy exists and
+        # reads a row of f1 inside the map (a contiguous range)
+        lo = np.full(2, dyn, np.int64)
+        hi = np.full(2, -1, np.int64)
+        for r in range(2):
+            yb = yb0 + r * d
+            if yb >= h:
+                continue
+            for ty in range(dyn):
+                i = yb - y0 - dy0 - ty * sdy
+                ya = y0 + i
+                if 0 <= i < ho and 0 <= ya < h:
+                    lo[r] = min(lo[r], ty)
+                    hi[r] = max(hi[r], ty)
+        # shared: row 0 at ty and row 1 at ty + e meet the same output row
+        s_lo = max(lo[0], lo[1] - e)
+        s_hi = min(hi[0], hi[1] - e)
+        acc = np.empty(2 * 12 * LANES, GB.dtype)
+        rb0 = (bi * ctot + g * cg) * hw + yb0 * w + bx0
+        dd = d * w
+        gd = e * g_y
+        gsi = g_y - sdy * g_i  # next ty: the output row moves by -sdy
+        asi = -sdy * a_r
+        for c0 in range(c_lo, c_hi, 12):
+            for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
+                llo = max(lane_lo - z, 0)
+                lhi = min(lane_hi - z, LANES)
+                full = (llo == 0) & (lhi == LANES)
+                o0 = rb0 + c0 * hw + z
+                for part in range(5):
+                    # part 0: the shared range (both rows); 1, 2: row 0 below / above it;
+                    # 3, 4: row 1 below / above it (all of a row's range when nothing is shared)
+                    r = 0 if part <= 2 else 1
+                    if part == 0:
+                        a, b = s_lo, s_hi
+                    elif s_lo > s_hi:
+                        if part == 2 or part == 4:
+                            continue
+                        a, b = lo[r], hi[r]
+                    elif part == 1 or part == 3:
+                        a, b = lo[r], min(hi[r], s_lo + r * e - 1)
+                    else:
+                        a, b = max(lo[r], s_hi + r * e + 1), hi[r]
+                    if a > b or (part == 0 and (lo[0] > hi[0] or lo[1] > hi[1])):
+                        continue
+                    yb = yb0 + r * d
+                    i = yb - y0 - dy0 - a * sdy
+                    gg = bg * g_bg + a * g_y + i * g_i + gt0 + z
+                    xx = bi * a_b + g * cg * a_c + (y0 + i) * a_r + axo + c0 * a_c + z
+                    o = o0 + r * dd
+                    if part == 0:
+                        if full:
+                            _gsum2_c12(G, gg, gd, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, -sdx, GB, o, dd, hw, scale, 1, pl - z, ph - z, sdx, 0, LANES)
+                        else:
+                            _gsum2_c12(G, gg, gd, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, -sdx, acc, 0, 12 * LANES, LANES, scale, 0, pl - z, ph - z, sdx, llo, lhi)
+                            _add_lanes(GB, o, hw, 12, acc, 0, llo, lhi)
+                            _add_lanes(GB, o + dd, hw, 12, acc, 12 * LANES, llo, lhi)
+                    elif full:
+                        _gsum_c12(G, gg, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, -sdx, GB, o, hw, scale, 1, pl - z, ph - z, sdx, 0, LANES)
+                    else:
+                        _gsum_c12(G, gg, gsi, gsk, b - a + 1, dxn, A, xx, a_c, asi, -sdx, acc, 0, LANES, scale, 0, pl - z, ph - z, sdx, llo, lhi)
+                        _add_lanes(GB, o, hw, 12, acc, 0, llo, lhi)
     return GB
 
 
