@@ -36,7 +36,7 @@ of summation, so results do not depend on the number of threads.
 from __future__ import annotations
 
 from . import _cpu_xvec as xv
-from ._cpu_simd import LANES, XC_SIZES, XT_MAX
+from ._cpu_simd import XC_SIZES, XT_MAX
 
 
 def displacement_block(dxn: int) -> int:
@@ -50,10 +50,12 @@ def displacement_block(dxn: int) -> int:
     return min(range(XT_MAX, 4, -1), key=lambda t: -(-dxn // t) * t)
 
 
-#: channel blocks of the gradient kernels, largest first: two rows x 12 channels of sums take 24 of
-#: AVX-512's 32 vector registers (measured: 13% faster than 8 on W3); with 16 registers (AVX2,
-#: 8 lanes) at most 8
-CHANNEL_SIZES = XC_SIZES if LANES == 16 else tuple(k for k in XC_SIZES if k <= 8)
+#: channel blocks of the gradient kernels, largest first.  Two rows x 12 channels of sums take 24 of
+#: AVX-512's 32 vector registers: both gradients together 13% faster than blocks of 8 on W3, 4% on
+#: W1, 7% slower on W2.  With AVX2 code (16 registers: sums spill either way; measured on this
+#: machine with AVX-512 masked off through NUMBA_CPU_FEATURES) blocks of 12 also beat blocks of 8,
+#: by 20-25%.
+CHANNEL_SIZES = XC_SIZES
 
 
 def channel_blocks(cg: int) -> list[tuple[int, int, int]]:
