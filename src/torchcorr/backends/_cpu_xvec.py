@@ -2335,6 +2335,10 @@ def grad_f2_c12(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dim
     g_bg, g_y, g_t, g_i = g_strides
     a_b, a_c, a_r = a_strides
     ctot = groups * cg
+    lane_lo = max(0, -bx0)
+    lane_hi = min(nz, w - bx0)
+    pl = max(0, -axo)  # pixels whose f1 column lies in the map (and G's row)
+    ph = min(nx, w - axo)
     for task in nb.prange(nbat * groups * h):
         bg = task // h
         yb = task % h
@@ -2373,10 +2377,6 @@ def grad_f2_c12(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dim
         a0 = bi * a_b + g * cg * a_c + (y0 + i_f * sy) * a_r + axo
         acc = np.empty(12 * LANES, GB.dtype)
         rowbase = (bi * ctot + g * cg) * h * w + yb * w + bx0
-        lane_lo = max(0, -bx0)
-        lane_hi = min(nz, w - bx0)
-        pl = max(0, -axo)  # pixels whose f1 column lies in the map (and G's row)
-        ph = min(nx, w - axo)
         for c0 in range(c_lo, c_hi, 12):
             for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 lo = max(lane_lo - z, 0)
@@ -2404,6 +2404,10 @@ def grad_f2_c8(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims
     g_bg, g_y, g_t, g_i = g_strides
     a_b, a_c, a_r = a_strides
     ctot = groups * cg
+    lane_lo = max(0, -bx0)
+    lane_hi = min(nz, w - bx0)
+    pl = max(0, -axo)  # pixels whose f1 column lies in the map (and G's row)
+    ph = min(nx, w - axo)
     for task in nb.prange(nbat * groups * h):
         bg = task // h
         yb = task % h
@@ -2442,10 +2446,6 @@ def grad_f2_c8(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims
         a0 = bi * a_b + g * cg * a_c + (y0 + i_f * sy) * a_r + axo
         acc = np.empty(8 * LANES, GB.dtype)
         rowbase = (bi * ctot + g * cg) * h * w + yb * w + bx0
-        lane_lo = max(0, -bx0)
-        lane_hi = min(nz, w - bx0)
-        pl = max(0, -axo)  # pixels whose f1 column lies in the map (and G's row)
-        ph = min(nx, w - axo)
         for c0 in range(c_lo, c_hi, 8):
             for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 lo = max(lane_lo - z, 0)
@@ -2473,6 +2473,10 @@ def grad_f2_c4(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims
     g_bg, g_y, g_t, g_i = g_strides
     a_b, a_c, a_r = a_strides
     ctot = groups * cg
+    lane_lo = max(0, -bx0)
+    lane_hi = min(nz, w - bx0)
+    pl = max(0, -axo)  # pixels whose f1 column lies in the map (and G's row)
+    ph = min(nx, w - axo)
     for task in nb.prange(nbat * groups * h):
         bg = task // h
         yb = task % h
@@ -2511,10 +2515,6 @@ def grad_f2_c4(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims
         a0 = bi * a_b + g * cg * a_c + (y0 + i_f * sy) * a_r + axo
         acc = np.empty(4 * LANES, GB.dtype)
         rowbase = (bi * ctot + g * cg) * h * w + yb * w + bx0
-        lane_lo = max(0, -bx0)
-        lane_hi = min(nz, w - bx0)
-        pl = max(0, -axo)  # pixels whose f1 column lies in the map (and G's row)
-        ph = min(nx, w - axo)
         for c0 in range(c_lo, c_hi, 4):
             for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 lo = max(lane_lo - z, 0)
@@ -2542,6 +2542,10 @@ def grad_f2_c2(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims
     g_bg, g_y, g_t, g_i = g_strides
     a_b, a_c, a_r = a_strides
     ctot = groups * cg
+    lane_lo = max(0, -bx0)
+    lane_hi = min(nz, w - bx0)
+    pl = max(0, -axo)  # pixels whose f1 column lies in the map (and G's row)
+    ph = min(nx, w - axo)
     for task in nb.prange(nbat * groups * h):
         bg = task // h
         yb = task % h
@@ -2580,10 +2584,6 @@ def grad_f2_c2(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims
         a0 = bi * a_b + g * cg * a_c + (y0 + i_f * sy) * a_r + axo
         acc = np.empty(2 * LANES, GB.dtype)
         rowbase = (bi * ctot + g * cg) * h * w + yb * w + bx0
-        lane_lo = max(0, -bx0)
-        lane_hi = min(nz, w - bx0)
-        pl = max(0, -axo)  # pixels whose f1 column lies in the map (and G's row)
-        ph = min(nx, w - axo)
         for c0 in range(c_lo, c_hi, 2):
             for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 lo = max(lane_lo - z, 0)
@@ -2611,6 +2611,10 @@ def grad_f2_c1(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims
     g_bg, g_y, g_t, g_i = g_strides
     a_b, a_c, a_r = a_strides
     ctot = groups * cg
+    lane_lo = max(0, -bx0)
+    lane_hi = min(nz, w - bx0)
+    pl = max(0, -axo)  # pixels whose f1 column lies in the map (and G's row)
+    ph = min(nx, w - axo)
     for task in nb.prange(nbat * groups * h):
         bg = task // h
         yb = task % h
@@ -2649,10 +2653,6 @@ def grad_f2_c1(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims
         a0 = bi * a_b + g * cg * a_c + (y0 + i_f * sy) * a_r + axo
         acc = np.empty(1 * LANES, GB.dtype)
         rowbase = (bi * ctot + g * cg) * h * w + yb * w + bx0
-        lane_lo = max(0, -bx0)
-        lane_hi = min(nz, w - bx0)
-        pl = max(0, -axo)  # pixels whose f1 column lies in the map (and G's row)
-        ph = min(nx, w - axo)
         for c0 in range(c_lo, c_hi, 1):
             for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 lo = max(lane_lo - z, 0)

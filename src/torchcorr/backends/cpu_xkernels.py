@@ -50,18 +50,10 @@ def displacement_block(dxn: int) -> int:
     return min(range(XT_MAX, 4, -1), key=lambda t: -(-dxn // t) * t)
 
 
-#: channel blocks of the gradient kernels, largest first.  Two rows x 12 channels of sums take 24 of
-#: AVX-512's 32 vector registers: both gradients together 13% faster than blocks of 8 on W3, 4% on
-#: W1, 7% slower on W2.  With AVX2 code (16 registers: sums spill either way; measured on this
-#: machine with AVX-512 masked off through NUMBA_CPU_FEATURES) blocks of 12 also beat blocks of 8,
-#: by 20-25%.
-CHANNEL_SIZES = XC_SIZES
-
-
 def channel_blocks(cg: int) -> list[tuple[int, int, int]]:
     """``(K, c_lo, c_hi)`` runs covering ``cg`` channels with the gradient kernels' block sizes."""
     runs, c = [], 0
-    for k in CHANNEL_SIZES:
+    for k in XC_SIZES:
         n = (cg - c) // k * k
         if n:
             runs.append((k, c, c + n))
