@@ -207,6 +207,28 @@ def test_fast_path_gradient_reads_stay_in_their_rows():
 
 
 @needs_numba
+@pytest.mark.parametrize("width", [34, 33])
+def test_fast_path_forward_reads_f1_in_place(monkeypatch, width):
+    """Where every block of pixels lies inside the rows of ``f1`` the forward reads it where it lies
+    (no copy): the last block is ragged, and the columns its unused lanes read (after the last
+    pixel's column) hold NaN, which must not reach the result.  One column narrower, the last
+    block would leave the row: the forward copies ``f1`` instead."""
+    axis = AxisGeometry(-2, -2, 1, 1, 1, -2, 5, 1)  # pixel x reads f1 column x + 2: 30 or 29 pixels
+    geometry = Geometry(AxisGeometry(1, 1, 1, 1, 1, -1, 3, 1), axis)
+    f1, f2 = _inputs((2, 5, 6, width))
+    a = f1.clone()
+    a[..., :2] = float("nan")  # before the first pixel's column
+    a[..., 32:] = float("nan")  # after the last one's
+    copies = []
+    real = cpu._rows
+    monkeypatch.setattr(cpu, "_rows", lambda x, *r, **k: copies.append(x) or real(x, *r, **k))
+    _assert_product_matches_reference(f1, f2, geometry, inputs=(a, f2))
+    in_place = width - 2 >= -(-(width - 4) // cpu._LANES) * cpu._LANES
+    assert any(x is a for x in copies) != in_place
+    assert any(x is f2 for x in copies)
+
+
+@needs_numba
 @pytest.mark.parametrize("step", [-1, 2])
 def test_fast_path_displacements_past_the_map(step):
     """One displacement row, many horizontal ones on a narrow map (a stereo volume): most blocks

@@ -24,9 +24,9 @@ its negative-index checks and LLVM vectorises the channel loop.  Kernels (and ``
 parallel drivers ``forward_r{R}t{T}``, ``grad_f1_c{K}``, ``grad_f1_pair_c{K}``, ``grad_f2_c{K}`` and
 ``grad_f2_pair_c{K}`` around the explicit-SIMD kernels of ``_cpu_simd`` (see ``cpu_xkernels`` for
 the problem they solve), one per block shape so that only the shapes a problem uses are compiled.
-The copies of ``f1`` and ``f2`` they read are padded so that a full block of ``LANES`` pixels can be
-read; the incoming gradient is read where it lies, with masked loads where a block would leave a
-row; writes are masked to the real pixels.
+The forward reads whole blocks of ``LANES`` pixels (from padded copies where a block would leave a
+row); the gradients read the inputs and the incoming gradient where they lie, with masked loads
+where a block would leave a row; writes are masked to the real pixels.
 """
 
 # ruff: noqa: E501  (the driver templates keep a call on one line)

@@ -232,8 +232,9 @@ def _rows(x: Tensor, acc: torch.dtype, first: int, count: int, width: int | None
 class _XProblem:
     """Arrays and integers of the pixel-vectorised kernels (see ``cpu_xkernels``) for one call.
 
-    The forward reads copies of ``f1`` and ``f2`` laid out by row (made once); the gradients read
-    the inputs as they are (NCHW), masking what lies outside a row.
+    The forward reads a copy of ``f2`` laid out by row and padded with zeros, and ``f1`` where it
+    lies when its pixels allow (else a copy like ``f2``'s); the gradients read the inputs as they
+    are (NCHW), masking what lies outside a row.
     """
 
     def __init__(self, f1: Tensor, f2: Tensor, grid: _Grid, groups: int, acc: torch.dtype) -> None:
@@ -254,8 +255,17 @@ class _XProblem:
     # the forward's arrays, made on first use: only the real pixels of f1 and the reachable columns
     # of f2, zeros elsewhere
     def a(self):
+        """``f1`` as the forward reads it: ``(array, strides, column of pixel 0)``.
+
+        In place (NCHW) where every block of pixels lies inside the rows: the forward loads ``f1``
+        once per block and channel and reuses it across displacements, so its channel steps cost
+        little, and the copy is saved.  Otherwise a row-major copy padded to whole blocks.
+        """
         if self._a is None:
-            self._a = _rows(self.f1, self.acc, self.x0, self.grid.nx, width=self.gw)
+            if self.x0 >= 0 and self.x0 + self.gw <= self.w:
+                self._a = (*self.nchw(self.f1), self.x0)
+            else:
+                self._a = (*_rows(self.f1, self.acc, self.x0, self.grid.nx, width=self.gw), 0)
         return self._a
 
     def b(self):
@@ -292,9 +302,9 @@ class _XProblem:
         return x.view(-1).numpy()
 
     def forward(self, out: Tensor, scale: float, ty0: int, cnt: int) -> None:
-        (a, a_strides), (b, b_strides) = self.a(), self.b()
+        (a, a_strides, axo), (b, b_strides) = self.a(), self.b()
         _xkernels.forward(
-            self._arr(a), a_strides, 0, self._arr(b), b_strides, 0, self._arr(out), self.dims,
+            self._arr(a), a_strides, axo, self._arr(b), b_strides, 0, self._arr(out), self.dims,
             self.geo(ty0, cnt), self.pair(cnt), self.t_block, float(scale),
         )  # fmt: skip
 
