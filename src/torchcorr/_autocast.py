@@ -33,9 +33,35 @@ FEATURE_OPS = ("correlation",)
 _libs: list[torch.library.Library] = []
 
 
+def _device_types() -> tuple[str, ...]:
+    names = ["cpu", "cuda", "xpu", "mps", "hpu", "mtia", "meta"]
+    try:
+        names.append(torch._C._get_privateuse1_backend_name())
+    except Exception:  # pragma: no cover - older torch
+        pass
+    return tuple(names)
+
+
+#: Whether autocast exists for a device type, asked once per type outside any trace: TorchDynamo
+#: (torch 2.11 and earlier, seen on the first GPU run) cannot trace ``torch.amp.is_autocast_available``
+#: and ``torch.compile(fullgraph=True)`` of every face failed on it.
+_AVAILABLE: dict[str, bool] = {}
+
+
+def _autocast_available(device_type: str) -> bool:
+    ok = _AVAILABLE.get(device_type)
+    if ok is None:
+        ok = _AVAILABLE[device_type] = bool(torch.amp.is_autocast_available(device_type))
+    return ok
+
+
+for _name in _device_types():
+    _autocast_available(_name)
+
+
 def autocast_dtype(device_type: str) -> torch.dtype | None:
     """The dtype autocast runs lower-precision ops in on ``device_type``, or ``None`` if it is off."""
-    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
+    if not _autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
         return None
     return torch.get_autocast_dtype(device_type)
 

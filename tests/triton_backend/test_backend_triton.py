@@ -44,7 +44,7 @@ TOL = {torch.float64: 1e-12, torch.float32: 2e-5, torch.float16: 4e-3, torch.bfl
 
 
 def close(actual, expected, dtype):
-    expected = expected.to(torch.float64)
+    expected = expected.detach().to(torch.float64).cpu()
     actual = actual.detach().double().cpu()
     tol = TOL[dtype] * (1.0 + expected.abs().max().item() if expected.numel() else 1.0)
     torch.testing.assert_close(actual, expected, atol=tol, rtol=TOL[dtype])
@@ -59,6 +59,16 @@ def features(b, c, h, w, dtype=torch.float64, seed=0):
     f1 = torch.randn(b, c, h, w, generator=g, dtype=torch.float64).to(dtype)
     f2 = torch.randn(b, c, h, w, generator=g, dtype=torch.float64).to(dtype)
     return f1.to(DEVICE), f2.to(DEVICE)
+
+
+def test_kernel_scale_keeps_float64_scales_exact():
+    """A compiled Triton kernel receives a Python float as float32: a float64 problem whose scale
+    float32 cannot hold runs its kernels with 1 and scales the results after them (found on the
+    first GPU run; the interpreter passes the float as it is, so only the rule is tested here)."""
+    assert launch.kernel_scale(0.3, torch.float64) == (1.0, 0.3)
+    assert launch.kernel_scale(1 / 3, torch.float64) == (1.0, 1 / 3)
+    assert launch.kernel_scale(0.25, torch.float64) == (0.25, None)  # exact in float32
+    assert launch.kernel_scale(0.3, torch.float32) == (0.3, None)  # float32 math anyway
 
 
 # (pad_before, pad_after, stride, kernel_size, kernel_dilation, disp_start, disp_count, disp_step)

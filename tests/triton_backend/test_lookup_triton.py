@@ -121,9 +121,10 @@ def test_lookup_degenerate():
 
 def test_lookup_can_run_reasons(monkeypatch):
     f1, f2, coords = inputs(1, 2, 2, 2, 2, 2)
-    assert tl_lookup.can_run(f1.to(DEVICE), f2.to(DEVICE), coords.to(DEVICE), 4) is None
-    assert "radius" in tl_lookup.can_run(f1, f2, coords, 16)
-    assert "dtype" in tl_lookup.can_run(f1.int(), f2.int(), coords, 1)
+    on = [t.to(DEVICE) for t in (f1, f2, coords)]
+    assert tl_lookup.can_run(*on, 4) is None
+    assert "radius" in tl_lookup.can_run(*on, 16)
+    assert "dtype" in tl_lookup.can_run(on[0].int(), on[1].int(), on[2], 1)
     if DEVICE == "cpu":
         monkeypatch.delenv("TRITON_INTERPRET")
         assert "TRITON_INTERPRET" in tl_lookup.can_run(f1, f2, coords, 1)

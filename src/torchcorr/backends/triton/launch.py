@@ -36,6 +36,21 @@ def _acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+def kernel_scale(scale: float, dtype: torch.dtype) -> tuple[float, float | None]:
+    """The scale to hand to a kernel, and the one to apply to its results afterwards (or None).
+
+    Triton passes a Python float to a compiled kernel as float32.  Where the problem is float64 and
+    float32 does not hold the scale exactly (0.3, 1/3, 1/C for most C), the kernels run with a scale
+    of one and the results are multiplied by the scale after them (one more pass over them), so that
+    float64 results keep float64 accuracy.  Found on the first run on a GPU: the interpreter passes
+    the float as it is.
+    """
+    s = float(scale)
+    if dtype == torch.float64 and float(torch.tensor(s, dtype=torch.float32)) != s:
+        return 1.0, s
+    return s, None
+
+
 def _strides(x: Tensor) -> tuple[int, int, int, int]:
     return tuple(int(s) for s in x.stride())  # type: ignore[return-value]
 
@@ -133,6 +148,7 @@ def forward(
         return out.zero_()
     cg = c // groups
     common = (*_strides(f1), *_strides(f2), h, w, ho, wo, cg, groups)
+    kscale, post = kernel_scale(scale, f1.dtype)
     plan = None if path == "direct" else dot_plan(f1, geometry, groups, mode, allow_fp32=path == "dot")
     if path == "dot" and plan is None:
         raise ValueError("the tensor-core forward does not apply to this input")
@@ -155,12 +171,12 @@ def forward(
             gx.disp_count,
             gx.disp_step,
             dxmin,
-            float(scale),
+            kscale,
             num_warps=8 if plan["BLOCK_W"] * plan["BLOCK_N"] > 4096 else 4,
             **plan,
         )
         CALLS["corr_fwd_dot"] += 1
-        return out
+        return out if post is None else out.mul_(post)
     block_d = min(max(2, triton.next_power_of_2(gx.disp_count)), 16)
     block_p = 64
     grid = (triton.cdiv(ho * wo, block_p), gy.disp_count * triton.cdiv(gx.disp_count, block_d), b * groups)
@@ -170,14 +186,14 @@ def forward(
         out,
         *common,
         *_geometry_args(geometry),
-        float(scale),
+        kscale,
         MODE=_MODES[mode],
         ACC=_acc(f1.dtype),
         BLOCK_P=block_p,
         BLOCK_D=block_d,
     )
     CALLS["corr_fwd"] += 1
-    return out
+    return out if post is None else out.mul_(post)
 
 
 def backward(
@@ -205,7 +221,8 @@ def backward(
     block_c = min(max(2, triton.next_power_of_2(cg)), 32)
     block_p = 64
     grid = (triton.cdiv(h * w, block_p), triton.cdiv(cg, block_c), b * groups)
-    args = (*_strides(f1), *_strides(f2), h, w, ho, wo, cg, groups, *_geometry_args(geometry), float(scale))
+    kscale, post = kernel_scale(scale, f1.dtype)
+    args = (*_strides(f1), *_strides(f2), h, w, ho, wo, cg, groups, *_geometry_args(geometry), kscale)
     meta = {"MODE": _MODES[mode], "ACC": _acc(f1.dtype), "BLOCK_C": block_c, "BLOCK_P": block_p}
     if g1 is not None:
         kernels.corr_bwd_f1_kernel[grid](grad, f1, f2, g1, *args, **meta)
@@ -213,4 +230,7 @@ def backward(
     if g2 is not None:
         kernels.corr_bwd_f2_kernel[grid](grad, f1, f2, g2, *args, **meta)
         CALLS["corr_bwd_f2"] += 1
+    if post is not None:
+        g1 = g1.mul_(post) if g1 is not None else None
+        g2 = g2.mul_(post) if g2 is not None else None
     return g1, g2

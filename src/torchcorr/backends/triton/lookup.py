@@ -93,11 +93,12 @@ def forward(f1: Tensor, f2: Tensor, coords: Tensor, radius: int, scale: float) -
     meta = _meta(f1, coords, radius)
     grid = (triton.cdiv(h * w, meta["BLOCK_P"]), b)
     limit = float(max(h2, w2) + radius + 2)
+    kscale, post = launcher().kernel_scale(scale, f1.dtype)
     kern.lookup_fwd_kernel[grid](
-        f1, f2, coords, out, *_strides(f1), *_strides(f2), *_strides(coords), c, h, w, h2, w2, limit, scale, **meta
+        f1, f2, coords, out, *_strides(f1), *_strides(f2), *_strides(coords), c, h, w, h2, w2, limit, kscale, **meta
     )
     CALLS["lookup_fwd"] += 1
-    return out
+    return out if post is None else out.mul_(post)
 
 
 def backward(
@@ -137,6 +138,7 @@ def backward(
     meta = _meta(f1, coords, radius)
     grid = (triton.cdiv(h * w, meta["BLOCK_P"]), b)
     limit = float(max(h2, w2) + radius + 2)
+    kscale, post = launcher().kernel_scale(scale, f1.dtype)  # every gradient is linear in the scale
     kern.lookup_bwd_pixel_kernel[grid](
         grad,
         f1,
@@ -155,7 +157,7 @@ def backward(
         h2,
         w2,
         limit,
-        scale,
+        kscale,
         NEED_F1=need_f1,
         NEED_F2=need_f2,
         NEED_COORDS=need_coords,
@@ -175,4 +177,6 @@ def backward(
             f1, wt, perm, starts, g2, *_strides(f1), c, h, w, h2, w2, q1, ACC=meta["ACC"], BLOCK_C=block_c
         )
         CALLS["lookup_bwd_f2"] += 1
+    if post is not None:
+        g1, g2, gc = (g.mul_(post) if g is not None else None for g in (g1, g2, gc))
     return g1, g2, gc
