@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from types import ModuleType
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from . import _composite
@@ -288,9 +287,17 @@ def _pool2x2(x: Tensor) -> Tensor:
     lead = x.shape[:-2]
     if h < 2 or w < 2 or x.numel() == 0:
         return x.new_zeros((*lead, h // 2, w // 2))
-    if x.dim() == 4:  # no reshape: symbolic sizes (torch.export) stay free of divisibility guards
-        return F.avg_pool2d(x, 2, stride=2)
-    return F.avg_pool2d(x.reshape(-1, 1, h, w), 2, stride=2).reshape(*lead, h // 2, w // 2)
+    # the mean of the four corners of each 2 x 2 cell, from strided views (floor(n / 2) of them
+    # along an axis of n: even indices up to n - 2, odd ones from 1).  Symbolic sizes
+    # (torch.export, torch.compile(dynamic=True)) stay free of guards: avg_pool2d's shape formula
+    # adds a parity guard on torch 2.11 (seen on the first GPU machine), as would a reshape, and a
+    # slice ending at 2 * (n // 2) a bound guard.  Summed in row-major order within a cell, as
+    # avg_pool2d does (bit-identical on CPU), into one output-sized buffer.
+    even_r, odd_r = x[..., 0 : h - 1 : 2, :], x[..., 1::2, :]
+    out = even_r[..., 0 : w - 1 : 2] + even_r[..., 1::2]
+    out += odd_r[..., 0 : w - 1 : 2]
+    out += odd_r[..., 1::2]
+    return out.mul_(0.25)
 
 
 def correlation_pyramid(corr: Tensor, num_levels: int = 4) -> list[Tensor]:
