@@ -177,7 +177,9 @@ def forward(
         )
         CALLS["corr_fwd_dot"] += 1
         return out if post is None else out.mul_(post)
-    block_d = min(max(2, triton.next_power_of_2(gx.disp_count)), 16)
+    # block shapes from a sweep on an H100 (W1, W2; kernel time): BLOCK_D 8 rather than 16 made the
+    # W1 forward 20% faster and changed W2 by under 2%
+    block_d = min(max(2, triton.next_power_of_2(gx.disp_count)), 8)
     block_p = 64
     grid = (triton.cdiv(ho * wo, block_p), gy.disp_count * triton.cdiv(gx.disp_count, block_d), b * groups)
     kernels.corr_fwd_kernel[grid](
@@ -223,7 +225,8 @@ def backward(
     grid = (triton.cdiv(h * w, block_p), triton.cdiv(cg, block_c), b * groups)
     kscale, post = kernel_scale(scale, f1.dtype)
     args = (*_strides(f1), *_strides(f2), h, w, ho, wo, cg, groups, *_geometry_args(geometry), kscale)
-    meta = {"MODE": _MODES[mode], "ACC": _acc(f1.dtype), "BLOCK_C": block_c, "BLOCK_P": block_p}
+    # two warps per program (the same sweep): the W2 f1 gradient 26% faster, W1's gradients 4%
+    meta = {"MODE": _MODES[mode], "ACC": _acc(f1.dtype), "BLOCK_C": block_c, "BLOCK_P": block_p, "num_warps": 2}
     if g1 is not None:
         kernels.corr_bwd_f1_kernel[grid](grad, f1, f2, g1, *args, **meta)
         CALLS["corr_bwd_f1"] += 1
