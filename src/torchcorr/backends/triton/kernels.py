@@ -663,13 +663,15 @@ def lookup_bwd_f2_kernel(
     Q,
     ACC: tl.constexpr,
     BLOCK_C: tl.constexpr,
+    BLOCK_E: tl.constexpr,
 ):
     """Window lookup backward for ``f2`` (gather form over a sorted list, deterministic).
 
     One program owns ``grad_f2[b, c0:c0+BLOCK_C, t]`` for one ``f2`` pixel ``t``.  Entries
     ``start[t] .. start[t+1]`` of the stable sort by target list every (pixel, neighbour) pair of
-    the forward that read ``t``; the program adds ``dG`` of each times ``f1`` of its pixel, in
-    that fixed order.
+    the forward that read ``t``; the program adds ``dG`` of each times ``f1`` of its pixel,
+    ``BLOCK_E`` pairs at a time (their loads in flight together; a fixed order of summation, so
+    runs are bit-identical).
 
     Grid: ``(B*H2*W2, cdiv(C, BLOCK_C))``.
     """
@@ -679,16 +681,19 @@ def lookup_bwd_f2_kernel(
     start = tl.load(start_ptr + t)
     end = tl.load(start_ptr + t + 1)
     acc = tl.zeros((BLOCK_C,), dtype=ACC)
-    for i in range(start, end):
-        e = tl.load(perm_ptr + i)
+    for i0 in range(start, end, BLOCK_E):
+        i = i0 + tl.arange(0, BLOCK_E)
+        emask = i < end
+        e = tl.load(perm_ptr + i, mask=emask, other=0)
         pix = e // Q
-        wt = tl.load(wt_ptr + e).to(ACC)
+        wt = tl.load(wt_ptr + e, mask=emask, other=0.0).to(ACC)
         bi = pix // (H * W)
         pp = pix % (H * W)
         yy = pp // W
         xx = pp % W
-        a = tl.load(f1_ptr + bi * s1b + c * s1c + yy * s1h + xx * s1w, mask=cmask, other=0.0).to(ACC)
-        acc += wt * a
+        off = (bi * s1b + yy * s1h + xx * s1w)[:, None] + c[None, :] * s1c
+        a = tl.load(f1_ptr + off, mask=emask[:, None] & cmask[None, :], other=0.0).to(ACC)
+        acc += tl.sum(wt[:, None] * a, axis=0)
     b = t // (H2 * W2)
     tt = t % (H2 * W2)
     tl.store(g2_ptr + (b * C + c) * H2 * W2 + tt, acc.to(g2_ptr.dtype.element_ty), mask=cmask)
