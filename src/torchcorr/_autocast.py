@@ -57,6 +57,7 @@ def _autocast_available(device_type: str) -> bool:
 
 for _name in _device_types():
     _autocast_available(_name)
+del _name
 
 
 def autocast_dtype(device_type: str) -> torch.dtype | None:

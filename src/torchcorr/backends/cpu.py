@@ -252,8 +252,7 @@ class _XProblem:
         self.x0, self.bx0 = grid.x0, grid.x0 + grid.dx0
         self._a = self._b = None
 
-    # the forward's arrays, made on first use: only the real pixels of f1 and the reachable columns
-    # of f2, zeros elsewhere
+    # the forward's arrays, made on first use
     def a(self):
         """``f1`` as the forward reads it: ``(array, strides, column of pixel 0)``.
 
@@ -269,6 +268,7 @@ class _XProblem:
         return self._a
 
     def b(self):
+        """``f2`` as the forward reads it: its reachable columns, row-major, zeros elsewhere."""
         if self._b is None:
             count = self.gw + (self.dxn_pad - 1) * self.grid.sdx
             self._b = _rows(self.f2, self.acc, self.bx0, count)
