@@ -10,10 +10,12 @@ Two families of kernels:
   consecutive output pixels (one vector register of float32: 16 with AVX-512, else 8), explicit
   SIMD written as LLVM IR (:mod:`._cpu_simd`), sums held in registers while the loop runs over
   channels (forward) or displacements (gradients), and two output rows sharing each load where
-  they read the same rows of the other map.  For the forward the inputs are copied once into
-  row-major, zero-padded ``(B, H, C, W')`` arrays, so the channel loop walks memory with a short
-  stride; the gradients read the inputs and the incoming gradient as they are, with masked loads
-  where a row ends inside a block.  This is the path of FlowNetC, PWC-Net and the other workloads of the benchmarks.
+  they read the same rows of the other map.  The forward copies ``f2`` once into a row-major,
+  zero-padded ``(B, H, C, W')`` array, so its channel loop walks memory with a short stride, and
+  reads ``f1`` in place where every block of pixels lies inside its rows (else it copies it the
+  same way); the gradients read the inputs and the incoming gradient as they are, with masked
+  loads where a row ends inside a block.  This is the path of FlowNetC, PWC-Net and the other
+  workloads of the benchmarks.
 * Everything else (the absolute difference, ``stride1 > 1``) runs on the channel-vectorised path
   (:mod:`torchcorr.backends.cpu_kernels`): per output row and vertical displacement, channels-last
   row buffers and blocks of pixels x displacements per pass over the channels.
@@ -25,9 +27,10 @@ about the size of the output), then a strided, dilated box sum (and, backward, i
 Every gradient element has one writer and a fixed order of summation: results do not depend on
 the number of threads.
 
-Memory beyond the output: the forward's padded copies of the inputs; in the backward of a window larger
-than one tap, the incoming gradient spread onto the one-tap grid a chunk at a time (at most half
-the output's size; the pixel-vectorised gradients read a one-tap gradient where it lies).
+Memory beyond the output: the forward's padded copies (of ``f2``, and of ``f1`` where it cannot be
+read in place); in the backward of a window larger than one tap, the incoming gradient spread onto
+the one-tap grid a chunk at a time (at most half the output's size; the pixel-vectorised gradients
+read a one-tap gradient where it lies).
 
 float32 and float64 run natively; float16 and bfloat16 are computed in float32 and cast back.
 The first call of a process compiles the kernels it needs (numba; a few seconds per block shape,
@@ -399,19 +402,18 @@ def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None
     """
     prob = _XProblem(f1, f2, grid, groups, acc)
     if grid.unit:
-        g = gout.contiguous()
-        if g1 is not None:
-            prob.grad_f1(g, g1, scale, 0)
-        if g2 is not None:
-            prob.grad_f2(g, g2, scale, 0)
-        return
-    for ty0, cnt in _grad_chunks(grid):
-        g = _box_adjoint(gout[:, :, ty0 : ty0 + cnt], geometry, grid.ny, grid.nx)
+        chunks = iter([(0, gout.contiguous())])
+    else:  # made one at a time, as the loop asks for them
+        chunks = (
+            (ty0, _box_adjoint(gout[:, :, ty0 : ty0 + cnt], geometry, grid.ny, grid.nx))
+            for ty0, cnt in _grad_chunks(grid)
+        )
+    for ty0, g in chunks:
         if g1 is not None:
             prob.grad_f1(g, g1, scale, ty0)
         if g2 is not None:
             prob.grad_f2(g, g2, scale, ty0)
-        del g
+        del g  # before the next chunk is made
 
 
 # --------------------------------------------------------------------------------------------

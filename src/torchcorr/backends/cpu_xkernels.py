@@ -14,12 +14,12 @@ Arrays.  ``A`` holds ``f1`` with strides ``(a_b, a_c, a_r)`` for batch, channel 
 ``j`` of a row at column ``axo + j``; ``B`` holds ``f2`` the same way with ``z = j + t*sdx`` at
 column ``bxo + z``.  For the forward, whose loop runs over channels, the caller lays the channels
 of ``f2``'s rows together and pads the columns with zeros so that every block of ``LANES`` pixels
-(the last one included) and every block of displacements (the last one rounded up) can be read: the
-forward never tests a column.  ``f1`` is read in NCHW where every block of pixels lies inside its
-rows (each load of it serves every displacement of a block, so its long channel step costs little),
-else from a copy laid out like ``f2``'s.  The gradients loop over displacements and read the inputs as they are
-(NCHW): a block's reads are masked to the columns inside the map at every displacement where a
-row ends inside the block (``_kranges``), and plain elsewhere.  Rows outside the maps are skipped
+(the last one included) and every block of displacements (the last one rounded up) can be read:
+the forward never tests a column.  ``f1`` is read in NCHW where every block of pixels lies inside
+its rows (each load of it serves every displacement of a block, so its long channel step costs
+little), else from a copy laid out like ``f2``'s.  The gradients loop over displacements and read
+the inputs as they are (NCHW): a block's reads are masked to the columns inside the map at every
+displacement where a row ends inside the block (``_kranges``), and plain elsewhere.  Rows outside the maps are skipped
 (their products are zero).  The incoming gradient ``G`` (on the one-tap grid) is read where it
 lies too: strides ``(batch-group, displacement row, displacement, output row)``, rows of ``nx``
 pixels with nothing around them, masked the same way.
