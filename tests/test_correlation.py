@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import torchcorr
-from torchcorr import AxisGeometry, Geometry
+from torchcorr import AxisGeometry, Geometry, _shortcut
 from torchcorr.compat.mxnet import Correlation as mx_correlation
 
 from .reference.correlation import (
@@ -413,6 +413,65 @@ def test_opcheck(geometry, groups, mode):
             0.5,
         ),
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# the eager shortcut around the registered op
+# ------------------------------------------------------------------------------------------------
+
+
+def _both_routes(f1, f2, geometry, groups, mode, backend):
+    """Forward and both gradients through the registered op and through the eager shortcut."""
+    results = []
+    args = (geometry.as_list(), groups, mode, 0.25, backend)
+    routes = (torch.ops.torchcorr.correlation, lambda a, b, *p: _shortcut.call(torchcorr.ops.SHORTCUT, (a, b), p))
+    for route in routes:
+        a, b = f1.detach().requires_grad_(), f2.detach().requires_grad_()
+        out = route(a, b, *args)
+        g1, g2 = torch.autograd.grad(out, (a, b), torch.ones_like(out))
+        results.append((out, g1, g2, out.grad_fn.name()))
+    return results
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+@pytest.mark.parametrize(("geometry", "groups", "mode"), OPCHECK_CASES)
+def test_eager_shortcut_gives_the_ops_results(geometry, groups, mode, backend):
+    f1, f2 = _rand(2, 4, 6, 7, seed=27), _rand(2, 4, 6, 7, seed=28)
+    (o1, a1, b1, name1), (o2, a2, b2, name2) = _both_routes(f1, f2, geometry, groups, mode, backend)
+    assert "torchcorr" in name1 and "Shortcut" in name2  # each route is the one asked for
+    for x, y in ((o1, o2), (a1, a2), (b1, b2)):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_eager_shortcut_taken_only_where_nothing_watches():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    f = torch.randn(1, 2, 5, 6, requires_grad=True)
+    assert _shortcut.usable(f, f)
+    out = torchcorr.correlate(f, f, Geometry(*(AxisGeometry(1, 1, 1, 1, 1, -1, 3, 1),) * 2))
+    assert "Shortcut" in out.grad_fn.name()
+
+    seen = []
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Spy():  # a dispatch mode (fake tensors, FLOP counters, ...) sees the registered op
+        assert not _shortcut.usable(f, f)
+        torchcorr.correlation(f, f, max_displacement=1, backend="torch")
+    assert any("torchcorr.correlation" in name for name in seen)
+    with torch.device("cpu"):  # a __torch_function__ mode
+        assert not _shortcut.usable(f, f)
+
+    class Sub(torch.Tensor):
+        pass
+
+    assert not _shortcut.usable(f.detach().as_subclass(Sub), f)
+    traced = torch.jit.trace(lambda a, b: torchcorr.correlation(a, b, max_displacement=1), (f.detach(), f.detach()))
+    assert "torchcorr::correlation" in str(traced.graph)
 
 
 # ------------------------------------------------------------------------------------------------

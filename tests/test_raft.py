@@ -301,6 +301,22 @@ def test_opcheck():
         torch.library.opcheck(torch.ops.torchcorr.corr_lookup.default, (f1, f2, coords, 1, 0.5, "auto"))
 
 
+def test_eager_shortcut_gives_the_ops_results():
+    """Plain eager lookups skip the registered op (torchcorr._shortcut): same values and gradients."""
+    from torchcorr import raft
+
+    f1, f2, coords = _grad_inputs(b=2, c=3, h=4, w=5, h2=3, w2=6)
+    results = []
+    for route in (torch.ops.torchcorr.corr_lookup, raft._lookup):
+        a, b, c = (t.detach().requires_grad_() for t in (f1, f2, coords))
+        out = route(a, b, c, 1, 0.5, "auto")
+        seed = torch.Generator().manual_seed(3)
+        results.append((out, *torch.autograd.grad(out, (a, b, c), torch.randn(out.shape, generator=seed, dtype=f64))))
+        assert ("Shortcut" in out.grad_fn.name()) == (route is raft._lookup)
+    for x, y in zip(*results, strict=True):
+        assert torch.equal(x, y)
+
+
 def test_batch_zero():
     f1 = torch.zeros(0, 3, 4, 5, dtype=f64, requires_grad=True)
     f2 = torch.zeros(0, 3, 4, 5, dtype=f64, requires_grad=True)

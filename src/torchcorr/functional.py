@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from . import _autocast, _composite, backends
+from . import _autocast, _composite, _shortcut, backends, ops
 from ._geometry import AxisGeometry, Geometry, pair
 from ._validation import check_feature_pair, check_groups, check_int
 
@@ -95,9 +95,10 @@ def correlate(
         )
     if _composite.active():  # torch.export / ONNX: trace standard aten ops only
         return _composite.correlation(f1, f2, geometry, groups, mode, float(scale))
-    return torch.ops.torchcorr.correlation(
-        f1, f2, geometry.as_list(), groups, mode, float(scale), backends.resolve(backend)
-    )
+    args = (f1, f2, geometry.as_list(), groups, mode, float(scale), backends.resolve(backend))
+    if _shortcut.usable(f1, f2):  # nothing needs to see the registered op: skip its dispatch
+        return _shortcut.call(ops.SHORTCUT, args[:2], args[2:])
+    return torch.ops.torchcorr.correlation(*args)
 
 
 def to_layout(out: Tensor, layout: str, groups: int) -> Tensor:

@@ -14,6 +14,9 @@
 Each op has a fake kernel (output shapes from the geometry alone, symbolic sizes welcome) and an
 autograd registration, so ``torch.compile``, ``torch.export`` and ``torch.library.opcheck`` see
 them.  The real kernels come from the backend the dispatcher picks.
+
+Plain eager calls reach the same kernels through :data:`SHORTCUT` (see :mod:`torchcorr._shortcut`),
+without the op's dispatch.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import _shortcut
 from ._geometry import Geometry
 from .backends import pure, select
 
-__all__ = ["correlation", "correlation_backward", "correlation_sign_weighted"]
+__all__ = ["SHORTCUT", "correlation", "correlation_backward", "correlation_sign_weighted"]
 
 
 def _out_shape(f1: Tensor, geometry: Geometry, groups: int) -> tuple:
@@ -42,9 +46,12 @@ def correlation(
     f1: Tensor, f2: Tensor, geometry: list[int], groups: int, mode: str, scale: float, backend: str
 ) -> Tensor:
     """Core correlation; see the module docstring."""
+    return _forward(f1, f2, geometry, groups, mode, scale, backend)
+
+
+def _forward(f1, f2, geometry, groups, mode, scale, backend) -> Tensor:
     g = Geometry.from_list(geometry)
-    impl = select(backend, f1, f2, g, groups, mode)
-    return impl.forward(f1, f2, g, groups, mode, scale)
+    return select(backend, f1, f2, g, groups, mode).forward(f1, f2, g, groups, mode, scale)
 
 
 @correlation.register_fake
@@ -87,11 +94,15 @@ def correlation_backward(
     need_f2: bool,
 ) -> tuple[Tensor, Tensor]:
     """Gradients of :func:`correlation` with respect to ``f1`` and ``f2``."""
-    g = Geometry.from_list(geometry)
-    impl = select(backend, f1, f2, g, groups, mode)
-    g1, g2 = impl.backward(grad.contiguous(), f1, f2, g, groups, mode, scale, need_f1, need_f2)
+    g1, g2 = _backward(grad, f1, f2, geometry, groups, mode, scale, backend, need_f1, need_f2)
     empty = f1.new_empty(0)
     return (g1 if g1 is not None else empty), (g2 if g2 is not None else empty.clone())
+
+
+def _backward(grad, f1, f2, geometry, groups, mode, scale, backend, need_f1, need_f2):
+    g = Geometry.from_list(geometry)
+    impl = select(backend, f1, f2, g, groups, mode)
+    return impl.backward(grad.contiguous(), f1, f2, g, groups, mode, scale, need_f1, need_f2)
 
 
 @correlation_backward.register_fake
@@ -150,6 +161,9 @@ def _backward_bwd(ctx, gg1, gg2):
 
 
 correlation_backward.register_autograd(_backward_bwd, setup_context=_backward_setup)
+
+#: :func:`correlation` for plain eager calls (:func:`torchcorr._shortcut.call`)
+SHORTCUT = _shortcut.Route(_forward, _backward, correlation_backward)
 
 
 # --------------------------------------------------------------------------------------------

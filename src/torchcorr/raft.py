@@ -37,7 +37,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from . import _composite
+from . import _composite, _shortcut
 from ._validation import check_feature_pair, check_int
 from .backends import lookup_pure
 from .backends.pure import accumulation_dtype
@@ -136,8 +136,11 @@ def _select_lookup(backend: str, f1: Tensor, f2: Tensor, coords: Tensor, radius:
 @torch.library.custom_op("torchcorr::corr_lookup", mutates_args=())
 def corr_lookup(f1: Tensor, f2: Tensor, coords: Tensor, radius: int, scale: float, backend: str) -> Tensor:
     """One level of the window lookup: ``Tensor[B, (2r+1)^2, H, W]`` (see :func:`local_lookup`)."""
-    impl = _select_lookup(backend, f1, f2, coords, radius)
-    return impl.forward(f1, f2, coords, radius, scale)
+    return _lookup_forward(f1, f2, coords, radius, scale, backend)
+
+
+def _lookup_forward(f1, f2, coords, radius, scale, backend) -> Tensor:
+    return _select_lookup(backend, f1, f2, coords, radius).forward(f1, f2, coords, radius, scale)
 
 
 @corr_lookup.register_fake
@@ -160,13 +163,17 @@ def corr_lookup_backward(
     need_coords: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of :func:`corr_lookup` for ``f1``, ``f2``, ``coords`` (empty where not needed)."""
-    impl = _select_lookup(backend, f1, f2, coords, radius)
-    g1, g2, gc = impl.backward(grad.contiguous(), f1, f2, coords, radius, scale, need_f1, need_f2, need_coords)
+    g1, g2, gc = _lookup_backward(grad, f1, f2, coords, radius, scale, backend, need_f1, need_f2, need_coords)
     return (
         g1 if g1 is not None else f1.new_empty(0),
         g2 if g2 is not None else f2.new_empty(0),
         gc if gc is not None else coords.new_empty(0),
     )
+
+
+def _lookup_backward(grad, f1, f2, coords, radius, scale, backend, need_f1, need_f2, need_coords):
+    impl = _select_lookup(backend, f1, f2, coords, radius)
+    return impl.backward(grad.contiguous(), f1, f2, coords, radius, scale, need_f1, need_f2, need_coords)
 
 
 @corr_lookup_backward.register_fake
@@ -193,11 +200,19 @@ def _corr_lookup_bwd(ctx, grad):
 
 corr_lookup.register_autograd(_corr_lookup_bwd, setup_context=_corr_lookup_setup)
 
+#: :func:`corr_lookup` for plain eager calls (:func:`torchcorr._shortcut.call`)
+_SHORTCUT = _shortcut.Route(_lookup_forward, _lookup_backward, corr_lookup_backward)
+
 
 def _lookup(f1: Tensor, f2: Tensor, coords: Tensor, radius: int, scale: float, backend: str) -> Tensor:
-    """The op, or under ``torch.export`` / ONNX export its composite of standard aten ops."""
+    """The op, or under ``torch.export`` / ONNX export its composite of standard aten ops.
+
+    Plain eager calls skip the op's dispatch (:mod:`torchcorr._shortcut`).
+    """
     if _composite.active():
         return _composite.corr_lookup(f1, f2, coords, radius, scale)
+    if _shortcut.usable(f1, f2, coords):  # nothing needs to see the registered op
+        return _shortcut.call(_SHORTCUT, (f1, f2, coords), (radius, scale, backend))
     return corr_lookup(f1, f2, coords, radius, scale, backend)
 
 
