@@ -4,7 +4,12 @@
   loading from the disk cache included, is reported apart as ``first_ms``): forward (no autograd),
   forward + backward, and backward as their difference.
 * Useful GFLOP/s = the definition's flops (forward) x 3 (forward + backward) / time; the fraction of
-  the machine's float32 matmul throughput measured in the same run (before and after the suite).
+  the machine's float32 matmul throughput is measured right around each row: three matmuls just
+  before its timings and three just after (the shared machines this runs on change speed by up to
+  1.5x from one minute to the next, which a matmul measured once for the whole suite would put into
+  the ratio; interleaving one matmul between every two timings instead would evict the
+  workload's data from the caches it runs in).  The suite also measures the matmul before and
+  after, for the table's header.
 * Peak extra memory: a child process (``MALLOC_MMAP_THRESHOLD_=65536`` so freed blocks go back to
   the system) builds the inputs and the incoming gradient, runs one forward + backward to warm up,
   resets the kernel's peak-RSS mark, runs forward + backward again, and reports the peak RSS above
@@ -42,7 +47,7 @@ class Result:
     both_ms: float
     bwd_ms: float
     gflops: float  # useful GFLOP/s of forward + backward
-    matmul_pct: float  # gflops / matmul GFLOP/s * 100
+    matmul_pct: float  # gflops / the matmul GFLOP/s measured around this row's timings * 100
     fwd_gflops: float
     peak_mb: float | None = None
     budget_mb: float | None = None  # 2 x (inputs + output)
@@ -98,8 +103,8 @@ def _with_grad(x: Inputs) -> Inputs:
     }
 
 
-def time_workload(w: Workload, impl: str, quick: bool, repeat: int, matmul: float) -> Result:
-    """Time one implementation of one workload."""
+def time_workload(w: Workload, impl: str, quick: bool, repeat: int) -> Result:
+    """Time one implementation of one workload (and the matmul right before and after it)."""
     fn = w.impls[impl]
     x = w.setup(quick)
     xg = _with_grad(x)
@@ -118,8 +123,11 @@ def time_workload(w: Workload, impl: str, quick: bool, repeat: int, matmul: floa
     t0 = time.perf_counter()
     both()
     first = (time.perf_counter() - t0) * 1e3
+    size = 1024 if quick else 2048
+    before = matmul_gflops(size, 3)
     fwd_ms = _median_ms(fwd, repeat)
     both_ms = _median_ms(both, repeat)
+    matmul = (before + matmul_gflops(size, 3)) / 2
     flops = w.flops(quick)
     gflops = 3 * flops / (both_ms / 1e3) / 1e9
     return Result(
@@ -249,7 +257,7 @@ def run_suite(
     for wid, impl in jobs:
         bar.step(f"{wid} {impl}")
         try:
-            r = time_workload(registry[wid], impl, quick, repeat, mm_before)
+            r = time_workload(registry[wid], impl, quick, repeat)
             if memory:
                 r.peak_mb, r.budget_mb = measure_memory(wid, impl, quick)
         except Exception as exc:  # a baseline that cannot run here: keep going
@@ -258,10 +266,7 @@ def run_suite(
         gc.collect()
     bar.close()
     mm_after = matmul_gflops(1024 if quick else 2048)
-    matmul = (mm_before + mm_after) / 2
-    for r in results:  # percentages against the mean of both matmul measurements
-        if r.error is None:
-            r.matmul_pct = 100.0 * r.gflops / matmul
+    matmul = (mm_before + mm_after) / 2  # the header's figure; each row's percentage is paired
     return {"env": environment(), "matmul_gflops": matmul, "quick": quick, "results": [asdict(r) for r in results]}
 
 
@@ -271,7 +276,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"Machine: {env['cpu']}, {env['cores']} cores, {env['threads']} threads, {env['os']}.  ",
         "Versions: " + ", ".join(f"{k} {env[k]}" for k in ("python", "torch", "numpy", "numba", "torchcorr")) + ".  ",
-        f"float32 matmul in the same run: {report['matmul_gflops']:.0f} GFLOP/s"
+        f"float32 matmul in the same run: {report['matmul_gflops']:.0f} GFLOP/s (mean of before and after; "
+        "each row's % is against the matmul measured right before and after that row)"
         + (" (quick sizes)" if report.get("quick") else ""),
         "",
         "| workload | implementation | forward ms | backward ms | fwd+bwd ms | useful GFLOP/s | % of matmul "
