@@ -173,6 +173,25 @@ def test_fast_path_is_taken_for_the_product_on_a_unit_step(monkeypatch):
 
 
 @needs_numba
+@pytest.mark.parametrize("triple", [True, False])
+@pytest.mark.parametrize("geo", [(4, 1, 4, 1, 1), (6, 1, 6, 1, 2)])
+def test_fast_path_gradients_three_rows_and_two(monkeypatch, triple, geo):
+    """The gradients run three rows at a time on blocks of 8 channels and pairs on the channels
+    left over (19 = 16 + 3), or pairs throughout: both against the reference, on a map whose
+    height leaves a last group of one row."""
+    from torchcorr.backends import _cpu_xvec
+
+    calls = []
+    for name in ("grad_f1_triple_c8", "grad_f2_triple_c8"):
+        real = getattr(_cpu_xvec, name)
+        monkeypatch.setattr(_cpu_xvec, name, lambda *a, _n=name, _r=real: calls.append(_n) or _r(*a))
+    monkeypatch.setattr(cpu._xkernels, "TRIPLE", triple)
+    f1, f2 = _inputs((2, 19, 7, 21))
+    _assert_product_matches_reference(f1, f2, _flownet(*geo))
+    assert sorted(calls) == (["grad_f1_triple_c8", "grad_f2_triple_c8"] if triple else [])
+
+
+@needs_numba
 def test_fast_path_ignores_values_nothing_reads():
     """Columns and rows that no output reads may hold NaN or Inf: they must not leak into the
     result or the gradients (the kernels read padded blocks around the pixels they use)."""

@@ -19,8 +19,9 @@ caller guarantees that every unmasked vector read lies inside its array.
   and ``D[d0 + j*dcs + l] = scale * s_j`` (``+=`` when ``add``): both gradients are this sum.
 * ``xsum2_c{K}(G, g0, gd, ..., D, d0, dd, dcs, scale, add)``: two such sums that share each load of
   ``X``, the second reading ``G`` ``gd`` further on and writing ``D`` ``dd`` further on (two rows of
-  a gradient that meet the same rows of the other input).
-* ``xsumm_c{K}``, ``xsum2m_c{K}``: the same over ``k0 <= k < k1`` (in place of ``nk``; ``k`` is the
+  a gradient that meet the same rows of the other input); ``xsum3_c{K}``: three, the third ``2*gd``
+  and ``2*dd`` further on.
+* ``xsumm_c{K}``, ``xsum2m_c{K}``, ``xsum3m_c{K}``: the same over ``k0 <= k < k1`` (in place of ``nk``; ``k`` is the
   outer loop), every load of ``G`` and ``X`` masked to the lanes ``max(k*mst - mz, flo) <= l <
   min(k*mst - mz + mn, fhi)`` (arguments ``mz, mst, mn, flo, fhi`` last): nothing outside the mask is
   read, so the operands need no padding where a row ends.
@@ -36,9 +37,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._cpu_codegen import LANES, XC_SIZES, XT_MAX
+from ._cpu_codegen import LANES, XC3_SIZES, XC_SIZES, XT_MAX
 
-__all__ = ["LANES", "XC_SIZES", "XT_MAX"]  # and the kernels, added below
+__all__ = ["LANES", "XC3_SIZES", "XC_SIZES", "XT_MAX"]  # and the kernels, added below
 
 _I64 = ir.IntType(64)
 
@@ -206,8 +207,9 @@ def _sum(channels: int, streams: int, masked: bool):
             sv = e.splat(e.scalar(at["scale"], signature.args[0].dtype), vty)
             add_ = builder.icmp_signed("!=", v["add"], _const(0))
             xc = [builder.mul(v["xcs"], _const(j)) for j in range(channels)]
-            gofs = [_const(0), v.get("gd")][:streams]
-            dofs = [_const(0), v.get("dd")][:streams]
+            # stream r reads G r*gd further on and writes D r*dd further on
+            gofs = [_const(0)] + [builder.mul(v["gd"], _const(r)) for r in range(1, streams)]
+            dofs = [_const(0)] + [builder.mul(v["dd"], _const(r)) for r in range(1, streams)]
             slots = e.accumulators(streams * channels, vty)
             fma = e.fma(vty)
 
@@ -252,7 +254,7 @@ def _sum(channels: int, streams: int, masked: bool):
 
         return sig, codegen
 
-    name = f"xsum{'2' if streams == 2 else ''}{'m' if masked else ''}_c{channels}"
+    name = f"xsum{streams if streams > 1 else ''}{'m' if masked else ''}_c{channels}"
     # numba reads an intrinsic's parameters from its signature: spell them out
     params = ", ".join(["typingctx", *names])
     scope: dict = {"kernel": kernel}
@@ -270,3 +272,8 @@ for _k in XC_SIZES:
             _name = f"xsum{'2' if _s == 2 else ''}{'m' if _m else ''}_c{_k}"
             globals()[_name] = _sum(_k, _s, _m)
             __all__.append(_name)
+for _k in XC3_SIZES:
+    for _m in (False, True):
+        _name = f"xsum3{'m' if _m else ''}_c{_k}"
+        globals()[_name] = _sum(_k, 3, _m)
+        __all__.append(_name)

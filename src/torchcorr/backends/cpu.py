@@ -9,8 +9,8 @@ Two families of kernels:
   the pixel-vectorised path (:mod:`torchcorr.backends.cpu_xkernels`): vectors of ``LANES``
   consecutive output pixels (one vector register of float32: 16 with AVX-512, else 8), explicit
   SIMD written as LLVM IR (:mod:`._cpu_simd`), sums held in registers while the loop runs over
-  channels (forward) or displacements (gradients), and two output rows sharing each load where
-  they read the same rows of the other map.  The forward copies ``f2`` once into a row-major,
+  channels (forward) or displacements (gradients), and two output rows (three in the gradients)
+  sharing each load where they read the same rows of the other map.  The forward copies ``f2`` once into a row-major,
   zero-padded ``(B, H, C, W')`` array, so its channel loop walks memory with a short stride, and
   reads ``f1`` in place where every block of pixels lies inside its rows (else it copies it the
   same way); the gradients read the inputs and the incoming gradient as they are, with masked
