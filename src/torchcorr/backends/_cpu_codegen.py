@@ -217,6 +217,18 @@ def _add_lanes(dst, base, stride, K, acc, aoff, lo, hi):
 
 
 @nb.njit(**_JIT)
+def _segment_rows(ua, ub, u0, u1):
+    """``(first, n)``: the rows ``r < 3`` whose range ``ua[r] .. ub[r]`` covers ``u0 .. u1 - 1``."""
+    first = 3
+    n = 0
+    for r in range(3):
+        if ua[r] <= u0 and u1 - 1 <= ub[r]:
+            first = min(first, r)
+            n += 1
+    return first, n
+
+
+@nb.njit(**_JIT)
 def _zero_rows(out, base, plane, dxn, n):
     """``out[base + t*plane + x] = 0`` for ``t < dxn``, ``x < n`` (a slice: 2.3x the scalar loop)."""
     for t in range(dxn):
@@ -357,7 +369,33 @@ def _gsum3_c__K__(G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0, dd, 
     if k0 < f0:
         xsum3m_c__K__(G, g0, gd, gsi, gsk, n, k0, f0, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, hi - lo, flo, fhi)
     if f1 < k1:
-        xsum3m_c__K__(G, g0, gd, gsi, gsk, n, f1, k1, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, hi - lo, flo, fhi)'''
+        xsum3m_c__K__(G, g0, gd, gsi, gsk, n, f1, k1, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, hi - lo, flo, fhi)
+
+
+
+@nb.njit(**_JIT)
+def _gsum_rows_c__K__(rows, G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, lo, hi, st, llo, lhi, acc):
+    """The sums of ``rows`` (1 to 3) consecutive rows added to ``D`` (``_gsum3``, ``_gsum2``, ``_gsum``).
+
+    Straight into ``D`` where the block is whole (lanes ``llo .. lhi`` are all of them), else into
+    ``acc`` and from there lanes ``llo .. lhi`` only.
+    """
+    if (llo == 0) & (lhi == LANES):
+        if rows == 3:
+            _gsum3_c__K__(G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, lo, hi, st, 0, LANES)
+        elif rows == 2:
+            _gsum2_c__K__(G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, lo, hi, st, 0, LANES)
+        else:
+            _gsum_c__K__(G, g0, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0, dcs, scale, 1, lo, hi, st, 0, LANES)
+        return
+    if rows == 3:
+        _gsum3_c__K__(G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, acc, 0, __K__ * LANES, LANES, scale, 0, lo, hi, st, llo, lhi)
+    elif rows == 2:
+        _gsum2_c__K__(G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, acc, 0, __K__ * LANES, LANES, scale, 0, lo, hi, st, llo, lhi)
+    else:
+        _gsum_c__K__(G, g0, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, acc, 0, LANES, scale, 0, lo, hi, st, llo, lhi)
+    for r in range(rows):
+        _add_lanes(D, d0 + r * dd, dcs, __K__, acc, r * __K__ * LANES, llo, lhi)'''
 
 
 G1T_DRIVER = '''@nb.njit(**_PJIT)
@@ -422,42 +460,16 @@ def grad_f1_triple_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_h
                 lhi = min(lane_hi - x, LANES)
                 if lhi <= llo:
                     continue
-                full = (llo == 0) & (lhi == LANES)
                 o0 = ab0 + c0 * hw + x
                 xc = xb0 + c0 * b_c + x
                 xl = -(bxo + x)  # f2's row lies in lanes xl - k*sdx .. xl + w - k*sdx at displacement k
                 for s in range(5):
                     u0 = cuts[s]
                     u1 = cuts[s + 1]
-                    if u1 <= u0:
-                        continue
-                    first = 3
-                    n = 0
-                    for r in range(3):  # the rows reading throughout u0 .. u1 - 1 (consecutive)
-                        if ua[r] <= u0 and u1 - 1 <= ub[r]:
-                            first = min(first, r)
-                            n += 1
-                    if n == 0:
-                        continue
-                    gg = gb0 + first * (p * g_i + qq * g_y) + u0 * g_y + x
-                    xx = xc + u0 * xsi
-                    o = o0 + first * dd
-                    if full:
-                        if n == 3:
-                            _gsum3_c__K__(G, gg, gd, g_y, gsk, u1 - u0, dxn, B, xx, b_c, xsi, sdx, GA, o, dd, hw, scale, 1, xl, xl + w, -sdx, 0, LANES)
-                        elif n == 2:
-                            _gsum2_c__K__(G, gg, gd, g_y, gsk, u1 - u0, dxn, B, xx, b_c, xsi, sdx, GA, o, dd, hw, scale, 1, xl, xl + w, -sdx, 0, LANES)
-                        else:
-                            _gsum_c__K__(G, gg, g_y, gsk, u1 - u0, dxn, B, xx, b_c, xsi, sdx, GA, o, hw, scale, 1, xl, xl + w, -sdx, 0, LANES)
-                    else:
-                        if n == 3:
-                            _gsum3_c__K__(G, gg, gd, g_y, gsk, u1 - u0, dxn, B, xx, b_c, xsi, sdx, acc, 0, __K__ * LANES, LANES, scale, 0, xl, xl + w, -sdx, llo, lhi)
-                        elif n == 2:
-                            _gsum2_c__K__(G, gg, gd, g_y, gsk, u1 - u0, dxn, B, xx, b_c, xsi, sdx, acc, 0, __K__ * LANES, LANES, scale, 0, xl, xl + w, -sdx, llo, lhi)
-                        else:
-                            _gsum_c__K__(G, gg, g_y, gsk, u1 - u0, dxn, B, xx, b_c, xsi, sdx, acc, 0, LANES, scale, 0, xl, xl + w, -sdx, llo, lhi)
-                        for r in range(n):
-                            _add_lanes(GA, o + r * dd, hw, __K__, acc, r * __K__ * LANES, llo, lhi)
+                    first, n = _segment_rows(ua, ub, u0, u1)
+                    if u1 > u0 and n > 0:
+                        gg = gb0 + first * gd + u0 * g_y + x
+                        _gsum_rows_c__K__(n, G, gg, gd, g_y, gsk, u1 - u0, dxn, B, xc + u0 * xsi, b_c, xsi, sdx, GA, o0 + first * dd, dd, hw, scale, xl, xl + w, -sdx, llo, lhi, acc)
     return GA'''
 
 
@@ -523,42 +535,17 @@ def grad_f2_triple_c__K__(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo,
             for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
                 llo = max(lane_lo - z, 0)
                 lhi = min(lane_hi - z, LANES)
-                full = (llo == 0) & (lhi == LANES)
                 o0 = rb0 + c0 * hw + z
                 for s in range(5):
                     u0 = cuts[s]
                     u1 = cuts[s + 1]
-                    if u1 <= u0:
-                        continue
-                    first = 3
-                    n = 0
-                    for r in range(3):  # the rows reading throughout u0 .. u1 - 1 (consecutive)
-                        if ua[r] <= u0 and u1 - 1 <= ub[r]:
-                            first = min(first, r)
-                            n += 1
-                    if n == 0:
-                        continue
-                    ty = u0 + first * e
-                    i = yb0 + first * d - y0 - dy0 - ty * sdy
-                    gg = bg * g_bg + ty * g_y + i * g_i + gt0 + z
-                    xx = bi * a_b + g * cg * a_c + (y0 + i) * a_r + axo + c0 * a_c + z
-                    o = o0 + first * dd
-                    if full:
-                        if n == 3:
-                            _gsum3_c__K__(G, gg, gd, gsi, gsk, u1 - u0, dxn, A, xx, a_c, asi, -sdx, GB, o, dd, hw, scale, 1, pl - z, ph - z, sdx, 0, LANES)
-                        elif n == 2:
-                            _gsum2_c__K__(G, gg, gd, gsi, gsk, u1 - u0, dxn, A, xx, a_c, asi, -sdx, GB, o, dd, hw, scale, 1, pl - z, ph - z, sdx, 0, LANES)
-                        else:
-                            _gsum_c__K__(G, gg, gsi, gsk, u1 - u0, dxn, A, xx, a_c, asi, -sdx, GB, o, hw, scale, 1, pl - z, ph - z, sdx, 0, LANES)
-                    else:
-                        if n == 3:
-                            _gsum3_c__K__(G, gg, gd, gsi, gsk, u1 - u0, dxn, A, xx, a_c, asi, -sdx, acc, 0, __K__ * LANES, LANES, scale, 0, pl - z, ph - z, sdx, llo, lhi)
-                        elif n == 2:
-                            _gsum2_c__K__(G, gg, gd, gsi, gsk, u1 - u0, dxn, A, xx, a_c, asi, -sdx, acc, 0, __K__ * LANES, LANES, scale, 0, pl - z, ph - z, sdx, llo, lhi)
-                        else:
-                            _gsum_c__K__(G, gg, gsi, gsk, u1 - u0, dxn, A, xx, a_c, asi, -sdx, acc, 0, LANES, scale, 0, pl - z, ph - z, sdx, llo, lhi)
-                        for r in range(n):
-                            _add_lanes(GB, o + r * dd, hw, __K__, acc, r * __K__ * LANES, llo, lhi)
+                    first, n = _segment_rows(ua, ub, u0, u1)
+                    if u1 > u0 and n > 0:
+                        ty = u0 + first * e
+                        i = yb0 + first * d - y0 - dy0 - ty * sdy
+                        gg = bg * g_bg + ty * g_y + i * g_i + gt0 + z
+                        xx = bi * a_b + g * cg * a_c + (y0 + i) * a_r + axo + c0 * a_c + z
+                        _gsum_rows_c__K__(n, G, gg, gd, gsi, gsk, u1 - u0, dxn, A, xx, a_c, asi, -sdx, GB, o0 + first * dd, dd, hw, scale, pl - z, ph - z, sdx, llo, lhi, acc)
     return GB'''
 
 
