@@ -37,7 +37,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._cpu_codegen import LANES, XC3_SIZES, XC_SIZES, XT_MAX
+from ._cpu_codegen import LANES, XC3_SIZES, XC_SIZES, XT_MAX, sum_kernels
 
 __all__ = ["LANES", "XC3_SIZES", "XC_SIZES", "XT_MAX"]  # and the kernels, added below
 
@@ -196,7 +196,7 @@ def _fwd(rows: int, disps: int):
     return intrinsic(kernel)
 
 
-def _sum(channels: int, streams: int, masked: bool):
+def _sum(name: str, channels: int, streams: int, masked: bool):
     names = ["G", "g0", "gd", "gsi", "gsk", "ni", "nk", "X", "x0", "xcs", "xsi", "xsk"]
     names += ["D", "d0", "dd", "dcs", "scale", "add"]
     if streams == 1:
@@ -265,7 +265,6 @@ def _sum(channels: int, streams: int, masked: bool):
 
         return sig, codegen
 
-    name = f"xsum{streams if streams > 1 else ''}{'m' if masked else ''}_c{channels}"
     # numba reads an intrinsic's parameters from its signature: spell them out
     params = ", ".join(["typingctx", *names])
     scope: dict = {"kernel": kernel}
@@ -277,14 +276,6 @@ for _r in (1, 2):
     for _t in range(1, XT_MAX + 1):
         globals()[f"xfwd_r{_r}t{_t}"] = _fwd(_r, _t)
         __all__.append(f"xfwd_r{_r}t{_t}")
-for _k in XC_SIZES:
-    for _s in (1, 2):
-        for _m in (False, True):
-            _name = f"xsum{'2' if _s == 2 else ''}{'m' if _m else ''}_c{_k}"
-            globals()[_name] = _sum(_k, _s, _m)
-            __all__.append(_name)
-for _k in XC3_SIZES:
-    for _m in (False, True):
-        _name = f"xsum3{'m' if _m else ''}_c{_k}"
-        globals()[_name] = _sum(_k, 3, _m)
-        __all__.append(_name)
+for _name, _k, _s, _m in sum_kernels():
+    globals()[_name] = _sum(_name, _k, _s, _m)
+    __all__.append(_name)

@@ -75,6 +75,17 @@ def channel_blocks(cg: int) -> list[tuple[int, int, int]]:
     return runs
 
 
+def gradient_runs(cg: int, shared: bool) -> tuple[int, list[tuple[int, int, int]]]:
+    """How a gradient covers ``cg`` channels: ``(n3, runs)``.
+
+    Channels ``0 .. n3`` go to the three-row drivers, the rest in ``runs`` as for
+    :func:`channel_blocks` (all of them where rows share no loads or ``TRIPLE`` is off).
+    """
+    k3 = XC3_SIZES[0]
+    n3 = cg // k3 * k3 if TRIPLE and shared else 0
+    return n3, [(k, lo + n3, hi + n3) for k, lo, hi in channel_blocks(cg - n3)]
+
+
 def forward(a, a_strides, axo, b, b_strides, bxo, out, dims, geo, pair, t_block, scale) -> None:
     """Every element of ``out`` (flat ``(nbat, groups, dyn, dxn, ho, wo)``)."""
     rows = 2 if pair[0] > 0 else 1
@@ -87,12 +98,11 @@ def grad_f1(g, g_strides, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale)
     Three (else two) output rows at a time where they share ``f2`` rows (``pair`` as for
     :func:`forward`), in blocks of ``XC3_SIZES[0]`` channels; the channels left over in pairs.
     """
-    cg, runs = dims[2], channel_blocks(dims[2])
-    k3 = XC3_SIZES[0]
-    if TRIPLE and pair[0] > 0 and cg >= k3:
-        n3 = cg // k3 * k3
-        getattr(xv, f"grad_f1_triple_c{k3}")(g, g_strides, b, b_strides, bxo, ga, w, ax0, 0, n3, dims, geo, pair, scale)
-        runs = [(k, lo + n3, hi + n3) for k, lo, hi in channel_blocks(cg - n3)]
+    n3, runs = gradient_runs(dims[2], pair[0] > 0)
+    if n3:
+        getattr(xv, f"grad_f1_triple_c{XC3_SIZES[0]}")(
+            g, g_strides, b, b_strides, bxo, ga, w, ax0, 0, n3, dims, geo, pair, scale
+        )
     for k, lo, hi in runs:
         if pair[0] > 0:
             getattr(xv, f"grad_f1_pair_c{k}")(
@@ -108,12 +118,11 @@ def grad_f2(g, g_strides, a, a_strides, axo, gb, w, bx0, nz, dims, geo, scale) -
     ``a``: ``f1`` as it is (NCHW, pixel 0 at column ``axo``), read only inside its rows.
     """
     paired = geo[5] == 1 and geo[2] > 1 and geo[7] != 0  # unit row step, several displacement rows
-    cg, runs = dims[2], channel_blocks(dims[2])
-    k3 = XC3_SIZES[0]
-    if TRIPLE and paired and cg >= k3:
-        n3 = cg // k3 * k3
-        getattr(xv, f"grad_f2_triple_c{k3}")(g, g_strides, a, a_strides, axo, gb, w, bx0, nz, 0, n3, dims, geo, scale)
-        runs = [(k, lo + n3, hi + n3) for k, lo, hi in channel_blocks(cg - n3)]
+    n3, runs = gradient_runs(dims[2], paired)
+    if n3:
+        getattr(xv, f"grad_f2_triple_c{XC3_SIZES[0]}")(
+            g, g_strides, a, a_strides, axo, gb, w, bx0, nz, 0, n3, dims, geo, scale
+        )
     for k, lo, hi in runs:
         name = f"grad_f2_pair_c{k}" if paired else f"grad_f2_c{k}"
         getattr(xv, name)(g, g_strides, a, a_strides, axo, gb, w, bx0, nz, lo, hi, dims, geo, scale)
