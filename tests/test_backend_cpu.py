@@ -141,14 +141,21 @@ def fast_problem(draw):
 
 @needs_numba
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fast_problem())
-def test_fast_path_against_reference(prob):
+@given(fast_problem(), st.booleans())
+def test_fast_path_against_reference(prob, packed):
+    """``packed``: the three-row gradients read the incoming gradient from packed copies (as they
+    do from ``PACK_CHANNELS`` channels per group) or where it lies."""
     geometry, groups, shape = prob
     f1, f2 = _inputs(shape, seed=5)
-    grad, r1, r2 = _assert_product_matches_reference(f1, f2, geometry, groups, 0.3)
-    # one gradient alone takes other routes through the backward
-    only1, none2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f2=False)
-    none1, only2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f1=False)
+    saved = cpu._xkernels.PACK_CHANNELS
+    cpu._xkernels.PACK_CHANNELS = 0 if packed else 10**9
+    try:
+        grad, r1, r2 = _assert_product_matches_reference(f1, f2, geometry, groups, 0.3)
+        # one gradient alone takes other routes through the backward
+        only1, none2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f2=False)
+        none1, only2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f1=False)
+    finally:
+        cpu._xkernels.PACK_CHANNELS = saved
     assert none1 is None and none2 is None
     np.testing.assert_allclose(only1.numpy(), r1, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(only2.numpy(), r2, rtol=1e-10, atol=1e-12)
@@ -173,22 +180,25 @@ def test_fast_path_is_taken_for_the_product_on_a_unit_step(monkeypatch):
 
 
 @needs_numba
-@pytest.mark.parametrize("triple", [True, False])
+@pytest.mark.parametrize("triple", ["packed", "in place", False])
 @pytest.mark.parametrize("geo", [(4, 1, 4, 1, 1), (6, 1, 6, 1, 2)])
 def test_fast_path_gradients_three_rows_and_two(monkeypatch, triple, geo):
-    """The gradients run three rows at a time on blocks of 8 channels and pairs on the channels
-    left over (19 = 16 + 3), or pairs throughout: both against the reference, on a map whose
-    height leaves a last group of one row."""
+    """The gradients run three rows at a time on blocks of 8 channels (reading the incoming
+    gradient from packed copies, or where it lies) and pairs on the channels left over
+    (19 = 16 + 3), or pairs throughout: each against the reference, on a map whose height leaves a
+    last group of one row."""
     from torchcorr.backends import _cpu_xvec
 
     calls = []
     for name in ("grad_f1_triple_c8", "grad_f2_triple_c8"):
         real = getattr(_cpu_xvec, name)
-        monkeypatch.setattr(_cpu_xvec, name, lambda *a, _n=name, _r=real: calls.append(_n) or _r(*a))
-    monkeypatch.setattr(cpu._xkernels, "TRIPLE", triple)
+        monkeypatch.setattr(_cpu_xvec, name, lambda *a, _n=name, _r=real: calls.append((_n, a[-1])) or _r(*a))
+    monkeypatch.setattr(cpu._xkernels, "TRIPLE", bool(triple))
+    monkeypatch.setattr(cpu._xkernels, "PACK_CHANNELS", 0 if triple == "packed" else 10**9)
     f1, f2 = _inputs((2, 19, 7, 21))
     _assert_product_matches_reference(f1, f2, _flownet(*geo))
-    assert sorted(calls) == (["grad_f1_triple_c8", "grad_f2_triple_c8"] if triple else [])
+    packed = triple == "packed"
+    assert sorted(calls) == ([("grad_f1_triple_c8", packed), ("grad_f2_triple_c8", packed)] if triple else [])
 
 
 @needs_numba

@@ -2,7 +2,8 @@
 
 * Times are medians of ``repeat`` runs after one warm-up run (the first call, JIT compilation or
   loading from the disk cache included, is reported apart as ``first_ms``): forward (no autograd),
-  forward + backward, and backward as their difference.
+  forward + backward, and backward as their difference.  The incoming gradient (ones) is made once
+  by the warm-up run and reused: making it is the next layer's work, not the op's.
 * Useful GFLOP/s = the definition's flops (forward) x 3 (forward + backward) / time; the fraction of
   the machine's float32 matmul throughput is measured right around each row: three matmuls just
   before its timings and three just after (the shared machines this runs on change speed by up to
@@ -114,11 +115,17 @@ def time_workload(w: Workload, impl: str, quick: bool, repeat: int) -> Result:
         with torch.no_grad():
             fn(x)
 
+    # the incoming gradient is made once, outside the timings: in a network the next layer's
+    # backward makes it, and its cost (filling a tensor the output's size) is not the op's
+    gout: list[torch.Tensor] = []
+
     def both() -> None:
         for v in leaves:
             v.grad = None
         out = fn(xg)
-        out.backward(torch.ones_like(out))
+        if not gout:
+            gout.append(torch.ones_like(out))
+        out.backward(gout[0])
 
     t0 = time.perf_counter()
     both()
