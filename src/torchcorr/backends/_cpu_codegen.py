@@ -248,26 +248,31 @@ def _zero_rows(out, base, plane, dxn, n):
 
 
 @nb.njit(**_JIT)
-def _pack(P, G, base, rstride, tys, gsk, ua, ub, roff, umin, nu, dxn, wlo, whi, wst):
-    """The incoming gradient a block of three rows reads, copied into ``P`` in the order it is read.
+def _pack(P, G, base, rstride, tys, gsk, ua, ub, roff, umin, nu, dxn, wlo, whi, wst, nblk):
+    """The incoming gradient that ``nblk`` blocks of pixels of three rows read, copied into ``P``.
 
-    ``P[r*rs + (u - umin)*ks + k*LANES + l] = G[base + r*rstride + (u + r*roff)*tys + k*gsk + l]``
-    (``ks = dxn*LANES``, ``rs = nu*ks``) for the ``u`` that row ``r`` reads (``ua[r] .. ub[r]``),
-    every displacement ``k < dxn`` and the lanes ``wlo + k*wst <= l < whi + k*wst``; zeros in the
-    other lanes and at the other ``u`` of ``umin .. umin + nu - 1``.
+    In the order the sums read it: ``P[b*3*rs + r*rs + (u - umin)*ks + k*LANES + l] = G[base + b*LANES + r*rstride + (u + r*roff)*tys
+    + k*gsk + l]`` (``ks = dxn*LANES``, ``rs = nu*ks``) for blocks ``b < nblk``, the ``u`` that row
+    ``r`` reads (``ua[r] .. ub[r]``), every displacement ``k < dxn`` and the lanes ``wlo + k*wst <=
+    b*LANES + l < whi + k*wst``; zeros in the other lanes and at the other ``u`` of ``umin .. umin +
+    nu - 1``.  The blocks of one ``(r, u, k)`` are copied together: they lie side by side in ``G``.
     """
     ks = dxn * LANES
+    rs = nu * ks
     for r in range(3):
         for j in range(nu):
             u = umin + j
             src = base + r * rstride + (u + r * roff) * tys
-            dst = r * nu * ks + j * ks
+            dst = r * rs + j * ks
             if (ua[r] <= u) & (u <= ub[r]):
                 for k in range(dxn):
-                    xcopy(P, dst + k * LANES, G, src + k * gsk, wlo + k * wst, whi + k * wst)
+                    for b in range(nblk):
+                        o = b * LANES
+                        xcopy(P, b * 3 * rs + dst + k * LANES, G, src + o + k * gsk, wlo - o + k * wst, whi - o + k * wst)
             else:
                 for k in range(dxn):
-                    xcopy(P, dst + k * LANES, G, 0, 0, 0)'''
+                    for b in range(nblk):
+                        xcopy(P, b * 3 * rs + dst + k * LANES, G, 0, 0, 0)'''
 
 FWD_DRIVER = '''@nb.njit(**_PJIT)
 def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
@@ -433,7 +438,7 @@ def _gsum_rows_c__K__(rows, G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D
 
 
 @nb.njit(**_JIT)
-def _gsum_packed_c__K__(P, rs, ks, nu, kr, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, lo, st, mn, llo, lhi, acc):
+def _gsum_packed_c__K__(P, p0, rs, ks, nu, kr, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, lo, st, mn, llo, lhi, acc):
     """Three rows of sums over ``nu`` rows of ``u`` from the packed incoming gradient ``P`` (see ``_pack``).
 
     ``kr``: ``_kranges`` of the block; ``lo, st, mn``: where ``X``'s row lies, as there.
@@ -441,13 +446,13 @@ def _gsum_packed_c__K__(P, rs, ks, nu, kr, X, x0, xcs, xsi, xsk, D, d0, dd, dcs,
     """
     k0, f0, f1, k1 = kr
     if (llo == 0) & (lhi == LANES):
-        xsum3p_c__K__(P, f0 * LANES, rs, ks, LANES, nu, f1 - f0, X, x0 + f0 * xsk, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1)
+        xsum3p_c__K__(P, p0 + f0 * LANES, rs, ks, LANES, nu, f1 - f0, X, x0 + f0 * xsk, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1)
         if k0 < f0:
-            xsum3m_c__K__(P, 0, rs, ks, LANES, nu, k0, f0, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, mn, 0, LANES)
+            xsum3m_c__K__(P, p0, rs, ks, LANES, nu, k0, f0, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, mn, 0, LANES)
         if f1 < k1:
-            xsum3m_c__K__(P, 0, rs, ks, LANES, nu, f1, k1, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, mn, 0, LANES)
+            xsum3m_c__K__(P, p0, rs, ks, LANES, nu, f1, k1, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, mn, 0, LANES)
         return
-    xsum3m_c__K__(P, 0, rs, ks, LANES, nu, k0, k1, X, x0, xcs, xsi, xsk, acc, 0, __K__ * LANES, LANES, scale, 0, -lo, st, mn, llo, lhi)
+    xsum3m_c__K__(P, p0, rs, ks, LANES, nu, k0, k1, X, x0, xcs, xsi, xsk, acc, 0, __K__ * LANES, LANES, scale, 0, -lo, st, mn, llo, lhi)
     for r in range(3):
         _add_lanes(D, d0 + r * dd, dcs, __K__, acc, r * __K__ * LANES, llo, lhi)'''
 
@@ -510,27 +515,31 @@ def grad_f1_triple_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_h
         xsi = sdy * b_r
         # packed, with all three rows inside the map: one three-row sum over every u any of them
         # reads, from a copy of the incoming gradient with zeros where a row does not read u
-        full = packed & (ua[0] <= ub[0]) & (ua[1] <= ub[1]) & (ua[2] <= ub[2])
+        full = (packed > 0) & (ua[0] <= ub[0]) & (ua[1] <= ub[1]) & (ua[2] <= ub[2])
         umin = min(ua[0], min(ua[1], ua[2]))
         nu = max(ub[0], max(ub[1], ub[2])) + 1 - umin
         ks = dxn * LANES
         rs = nu * ks
         full &= 3 * rs <= PACK_MAX
-        P = np.empty(3 * rs if full else 1, GA.dtype)
-        for x in range(0, wo, LANES):
+        npk = max(1, min(packed, PACK_MAX // (3 * rs)))
+        P = np.empty(npk * 3 * rs if full else 1, GA.dtype)
+        nxb = (wo + LANES - 1) // LANES
+        for xb in range(nxb):
+            x = xb * LANES
+            if full and xb % npk == 0:
+                _pack(P, G, gb0 + x, p * g_i, g_y, gsk, ua, ub, qq, umin, nu, dxn, 0, wo - x, 0, min(npk, nxb - xb))
             llo = max(lane_lo - x, 0)
             lhi = min(lane_hi - x, LANES)
             if lhi <= llo:
                 continue
             xl = -(bxo + x)  # f2's row lies in lanes xl - k*sdx .. xl + w - k*sdx at displacement k
             kr = _kranges(xl, xl + w, -sdx, dxn, llo, lhi)
-            if full:
-                _pack(P, G, gb0 + x, p * g_i, g_y, gsk, ua, ub, qq, umin, nu, dxn, 0, min(LANES, wo - x), 0)
+            p0 = (xb % npk) * 3 * rs if full else 0
             for c0 in range(c_lo, c_hi, __K__):
                 o0 = ab0 + c0 * hw + x
                 xc = xb0 + c0 * b_c + x
                 if full:
-                    _gsum_packed_c__K__(P, rs, ks, nu, kr, B, xc + umin * xsi, b_c, xsi, sdx, GA, o0, dd, hw, scale, xl, -sdx, w, llo, lhi, acc)
+                    _gsum_packed_c__K__(P, p0, rs, ks, nu, kr, B, xc + umin * xsi, b_c, xsi, sdx, GA, o0, dd, hw, scale, xl, -sdx, w, llo, lhi, acc)
                     continue
                 for s in range(5):
                     u0 = cuts[s]
@@ -602,25 +611,29 @@ def grad_f2_triple_c__K__(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo,
         rb0 = (bi * ctot + g * cg) * hw + yb0 * w + bx0
         # packed, with all three rows reached: one three-row sum over every u any of them reads,
         # from a copy of the incoming gradient with zeros where a row does not read u
-        full = packed & (ua[0] <= ub[0]) & (ua[1] <= ub[1]) & (ua[2] <= ub[2])
+        full = (packed > 0) & (ua[0] <= ub[0]) & (ua[1] <= ub[1]) & (ua[2] <= ub[2])
         umin = min(ua[0], min(ua[1], ua[2]))
         nu = max(ub[0], max(ub[1], ub[2])) + 1 - umin
         ks = dxn * LANES
         rs = nu * ks
         full &= 3 * rs <= PACK_MAX
-        P = np.empty(3 * rs if full else 1, GB.dtype)
+        npk = max(1, min(packed, PACK_MAX // (3 * rs)))
+        P = np.empty(npk * 3 * rs if full else 1, GB.dtype)
         ib0 = yb0 - y0 - dy0  # at u every stream meets output row ib0 - u*sdy
-        for z in range(lane_lo, lane_hi, LANES):  # blocks from the first f2 column reached
+        nzb = (lane_hi - lane_lo + LANES - 1) // LANES
+        for zb in range(nzb):  # blocks from the first f2 column reached
+            z = lane_lo + zb * LANES
+            if full and zb % npk == 0:
+                _pack(P, G, bg * g_bg + ib0 * g_i + gt0 + z, e * g_y, gsi, gsk, ua, ub, 0, umin, nu, dxn, pl - z, ph - z, sdx, min(npk, nzb - zb))
             llo = max(lane_lo - z, 0)
             lhi = min(lane_hi - z, LANES)
             kr = _kranges(pl - z, ph - z, sdx, dxn, llo, lhi)
-            if full:
-                _pack(P, G, bg * g_bg + ib0 * g_i + gt0 + z, e * g_y, gsi, gsk, ua, ub, 0, umin, nu, dxn, pl - z, ph - z, sdx)
+            p0 = (zb % npk) * 3 * rs if full else 0
             for c0 in range(c_lo, c_hi, __K__):
                 o0 = rb0 + c0 * hw + z
                 if full:
                     xx = bi * a_b + g * cg * a_c + (y0 + ib0 - umin * sdy) * a_r + axo + c0 * a_c + z
-                    _gsum_packed_c__K__(P, rs, ks, nu, kr, A, xx, a_c, asi, -sdx, GB, o0, dd, hw, scale, pl - z, sdx, ph - pl, llo, lhi, acc)
+                    _gsum_packed_c__K__(P, p0, rs, ks, nu, kr, A, xx, a_c, asi, -sdx, GB, o0, dd, hw, scale, pl - z, sdx, ph - pl, llo, lhi, acc)
                     continue
                 for s in range(5):
                     u0 = cuts[s]
