@@ -327,3 +327,40 @@ def test_double_backward_through_triton():
         results[backend] = torch.autograd.grad((g1 * g1).sum() + (g2 * f1).sum(), (f1, f2))
     for a, b in zip(results["triton"], results["torch"], strict=True):
         close(a, b.detach(), torch.float64)
+
+
+@pytest.mark.parametrize("mode", ["product", "absdiff"])
+def test_eager_shortcut_runs_the_triton_kernels_like_the_op(mode):
+    """Plain eager calls skip the registered op (torchcorr._shortcut) and reach the Triton kernels
+    through the same forward and backward functions: values and gradients equal the op route's
+    (also checked on an H100 at W1/W2 sizes, float32 and bfloat16; see docs/benchmarks_gpu.md)."""
+    from torchcorr import _shortcut, ops
+
+    g = geo((1, 1, 1, 1, 1, -1, 2, 1), (0, 1, 1, 1, 1, -1, 3, 1))
+    args = (g.as_list(), 1, mode, 0.5, "triton")
+    results = []
+    for route in (torch.ops.torchcorr.correlation, lambda a, b, *p: _shortcut.call(ops.SHORTCUT, (a, b), p)):
+        f1, f2 = (t.requires_grad_() for t in features(1, 3, 4, 5, dtype=torch.float32, seed=4))
+        out = route(f1, f2, *args)
+        weight = torch.linspace(-1, 1, out.numel(), device=out.device).view_as(out)
+        results.append((out, *torch.autograd.grad(out, (f1, f2), weight)))
+        assert ("Shortcut" in out.grad_fn.name()) == (route is not torch.ops.torchcorr.correlation)
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_eager_shortcut_runs_the_triton_lookup_like_the_op():
+    """The RAFT lookup's eager shortcut against its registered op, on the Triton lookup kernels."""
+    from torchcorr import raft
+
+    f1, f2 = features(1, 3, 4, 5, dtype=torch.float32, seed=5)
+    coords = (torch.rand(1, 2, 4, 5, generator=torch.Generator().manual_seed(6)) * 4).to(DEVICE)
+    results = []
+    for route in (torch.ops.torchcorr.corr_lookup, raft._lookup):
+        a, b, c = (t.detach().requires_grad_() for t in (f1, f2, coords))
+        out = route(a, b, c, 1, 0.5, "triton")
+        weight = torch.linspace(-1, 1, out.numel(), device=out.device).view_as(out)
+        results.append((out, *torch.autograd.grad(out, (a, b, c), weight)))
+        assert ("Shortcut" in out.grad_fn.name()) == (route is raft._lookup)
+    for x, y in zip(*results, strict=True):
+        assert torch.equal(x, y)

@@ -40,13 +40,15 @@ Packed incoming gradient.  Where a group has at least ``PACK_CHANNELS`` channels
 gradient task first copies, for each block of pixels (``PACK_BLOCKS`` neighbouring blocks at a
 time), the incoming gradient its three rows read into a small buffer in the order the sums read it
 (``3 x rows of u x dxn`` vectors per block, zeros where a row does not read a displacement row),
-then runs one three-row sum over every displacement row on each block of channels.  Read where it lies, each vector of the incoming gradient sits on its own
-page, a whole map away from the next (the displacement planes), and the planes fall on a few L1
-sets: a block re-read them for every block of channels.  The copy is read once per block and then
-streams from L1; the three-row sum over every ``u`` also replaces up to five short calls (and their
-read-modify-write epilogues) per block.  Measured alternating in one process (f1 / f2 gradient):
-W2 -8% / -18%, W3 -20% / -28%, W1 -20% / -23%; at 16 channels the copy no longer pays for the
-``f1`` gradient (+9%), hence the threshold.
+then runs one three-row sum over every displacement row on each block of channels.  Read where it
+lies, each vector of the incoming gradient sits on its own page, a whole map away from the next
+(the displacement planes), and the planes fall on a few L1 sets: a block re-read them for every
+block of channels.  The copy is read once per block and then streams from L1; the three-row sum
+over every ``u`` also replaces up to five short calls (and their read-modify-write epilogues) per
+block.  Measured alternating in one process against the unpacked drivers (f1 / f2 gradient, three
+or four runs each): W2 -1 to -11% / -10 to -14%, W3 -11 to -14% / -25 to -28%, W1 -15% / -17 to
+-24%; at 16 channels the copy no longer pays for the ``f1`` gradient (+9%), hence the
+threshold.
 
 Threads.  The forward and the ``f1`` gradient run one output row (or a group of rows) per task, the
 ``f2`` gradient one ``f2`` row (or group) per task; every output or gradient element has one writer
@@ -69,7 +71,7 @@ TRIPLE = True
 PACK_CHANNELS = 32
 #: Blocks of pixels a task packs at a time: their vectors of one displacement lie side by side in
 #: the incoming gradient, one page visit for both (alternating in one process against one block:
-#: W2 -8% / -8%, W1 -11% / -12%, W3 -4% / -6%; four blocks overflow L1 on W3, +6%).
+#: W2 -8% / -8%, W1 -11% / -12%, W3 -2 to -6% / -4 to -7%; four blocks overflow L1 on W3, +6%).
 PACK_BLOCKS = 2
 
 
