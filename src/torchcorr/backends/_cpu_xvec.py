@@ -128,6 +128,22 @@ def _pack(P, G, base, rstride, tys, gsk, ua, ub, roff, umin, nu, dxn, wlo, whi, 
                     for b in range(nblk):
                         xcopy(P, b * 3 * rs + dst + k * LANES, G, 0, 0, 0)
 
+@nb.njit(**_JIT)
+def _pack_plan(ua, ub, dxn, packed):
+    """``(full, umin, nu, npk)``: whether a three-row task reads a packed copy of the incoming gradient.
+
+    ``full``: ``packed`` blocks at a time were asked for, all three rows read something (``ua[r] ..
+    ub[r]``) and a copy fits in ``PACK_MAX`` elements; ``umin .. umin + nu - 1``: every ``u`` any row
+    reads; ``npk``: blocks of pixels per copy.
+    """
+    full = (packed > 0) & (ua[0] <= ub[0]) & (ua[1] <= ub[1]) & (ua[2] <= ub[2])
+    umin = min(ua[0], min(ua[1], ua[2]))
+    nu = max(ub[0], max(ub[1], ub[2])) + 1 - umin
+    one = 3 * nu * dxn * LANES
+    full &= one <= PACK_MAX
+    npk = max(1, min(packed, PACK_MAX // one)) if full else 1
+    return full, umin, nu, npk
+
 
 @nb.njit(**_PJIT)
 def forward_r1t1(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
@@ -2483,13 +2499,9 @@ def grad_f1_triple_c8(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, d
         xsi = sdy * b_r
         # packed, with all three rows inside the map: one three-row sum over every u any of them
         # reads, from a copy of the incoming gradient with zeros where a row does not read u
-        full = (packed > 0) & (ua[0] <= ub[0]) & (ua[1] <= ub[1]) & (ua[2] <= ub[2])
-        umin = min(ua[0], min(ua[1], ua[2]))
-        nu = max(ub[0], max(ub[1], ub[2])) + 1 - umin
+        full, umin, nu, npk = _pack_plan(ua, ub, dxn, packed)
         ks = dxn * LANES
         rs = nu * ks
-        full &= 3 * rs <= PACK_MAX
-        npk = max(1, min(packed, PACK_MAX // (3 * rs)))
         P = np.empty(npk * 3 * rs if full else 1, GA.dtype)
         nxb = (wo + LANES - 1) // LANES
         for xb in range(nxb):
@@ -2579,13 +2591,9 @@ def grad_f2_triple_c8(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_h
         rb0 = (bi * ctot + g * cg) * hw + yb0 * w + bx0
         # packed, with all three rows reached: one three-row sum over every u any of them reads,
         # from a copy of the incoming gradient with zeros where a row does not read u
-        full = (packed > 0) & (ua[0] <= ub[0]) & (ua[1] <= ub[1]) & (ua[2] <= ub[2])
-        umin = min(ua[0], min(ua[1], ua[2]))
-        nu = max(ub[0], max(ub[1], ub[2])) + 1 - umin
+        full, umin, nu, npk = _pack_plan(ua, ub, dxn, packed)
         ks = dxn * LANES
         rs = nu * ks
-        full &= 3 * rs <= PACK_MAX
-        npk = max(1, min(packed, PACK_MAX // (3 * rs)))
         P = np.empty(npk * 3 * rs if full else 1, GB.dtype)
         ib0 = yb0 - y0 - dy0  # at u every stream meets output row ib0 - u*sdy
         nzb = (lane_hi - lane_lo + LANES - 1) // LANES
