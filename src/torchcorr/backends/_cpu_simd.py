@@ -282,8 +282,8 @@ for _r in (1, 2):
     for _t in range(1, XT_MAX + 1):
         globals()[f"xfwd_r{_r}t{_t}"] = _fwd(_r, _t)
         __all__.append(f"xfwd_r{_r}t{_t}")
-for _name, _k, _s, _m in sum_kernels():
-    globals()[_name] = _sum(_name, _k, _s, _m, packed=_name.startswith("xsum3p"))
+for _name, _k, _s, _m, _p in sum_kernels():
+    globals()[_name] = _sum(_name, _k, _s, _m, _p)
     __all__.append(_name)
 
 
