@@ -205,10 +205,10 @@ __IMPORTS__
 
 _JIT = dict(inline="always", cache=True, nogil=True, boundscheck=False)
 # One driver per kernel shape, compiled on first use (each compiles in a few seconds).
+_PJIT = dict(cache=True, nogil=True, parallel=True, boundscheck=False)
 # The most elements of a gradient task's packed copy of the incoming gradient (1 MiB of float32:
 # beyond it the copy no longer streams from L1 or L2; the task then reads it where it lies).
 PACK_MAX = 1 << 18
-_PJIT = dict(cache=True, nogil=True, parallel=True, boundscheck=False)
 '''
 
 
@@ -256,28 +256,28 @@ def _zero_rows(out, base, plane, dxn, n):
 def _pack(P, G, base, rstride, tys, gsk, ua, ub, roff, umin, nu, dxn, wlo, whi, wst, nblk):
     """The incoming gradient that ``nblk`` blocks of pixels of three rows read, copied into ``P``.
 
-    In the order the sums read it: ``P[b*3*rs + r*rs + (u - umin)*ks + k*LANES + l] = G[base + b*LANES + r*rstride + (u + r*roff)*tys
-    + k*gsk + l]`` (``ks = dxn*LANES``, ``rs = nu*ks``) for blocks ``b < nblk``, the ``u`` that row
-    ``r`` reads (``ua[r] .. ub[r]``), every displacement ``k < dxn`` and the lanes ``wlo + k*wst <=
-    b*LANES + l < whi + k*wst``; zeros in the other lanes and at the other ``u`` of ``umin .. umin +
-    nu - 1``.  The blocks of one ``(r, u, k)`` are copied together: they lie side by side in ``G``.
+    In the order the sums read it: ``P[b*3*rs + r*rs + (u - umin)*ks + k*LANES + l] =
+    G[base + b*LANES + r*rstride + (u + r*roff)*tys + k*gsk + l]`` (``ks = dxn*LANES``,
+    ``rs = nu*ks``) for blocks ``b < nblk``, the ``u`` that row ``r`` reads (``ua[r] .. ub[r]``),
+    every displacement ``k < dxn`` and the lanes ``wlo + k*wst <= b*LANES + l < whi + k*wst``;
+    zeros in the other lanes and at the other ``u`` of ``umin .. umin + nu - 1``.  The blocks of
+    one ``(r, u, k)`` are copied together: they lie side by side in ``G``.
     """
     ks = dxn * LANES
     rs = nu * ks
     for r in range(3):
         for j in range(nu):
             u = umin + j
-            src = base + r * rstride + (u + r * roff) * tys
+            reads = (ua[r] <= u) & (u <= ub[r])  # else an empty window: zeros, nothing read
+            src = base + r * rstride + (u + r * roff) * tys if reads else 0
             dst = r * rs + j * ks
-            if (ua[r] <= u) & (u <= ub[r]):
-                for k in range(dxn):
-                    for b in range(nblk):
-                        o = b * LANES
-                        xcopy(P, b * 3 * rs + dst + k * LANES, G, src + o + k * gsk, wlo - o + k * wst, whi - o + k * wst)
-            else:
-                for k in range(dxn):
-                    for b in range(nblk):
-                        xcopy(P, b * 3 * rs + dst + k * LANES, G, 0, 0, 0)
+            for k in range(dxn):
+                for b in range(nblk):
+                    o = b * LANES
+                    lo = wlo - o + k * wst if reads else 0
+                    hi = whi - o + k * wst if reads else 0
+                    xcopy(P, b * 3 * rs + dst + k * LANES, G, src + o + k * gsk if reads else 0, lo, hi)
+
 
 @nb.njit(**_JIT)
 def _pack_plan(ua, ub, dxn, packed):
