@@ -141,23 +141,24 @@ def fast_problem(draw):
 
 @needs_numba
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fast_problem(), st.sampled_from([0, 1, 2, 3]))
-def test_fast_path_against_reference(prob, packed):
+@given(fast_problem(), st.sampled_from([0, 1, 2, 3]), st.booleans())
+def test_fast_path_against_reference(prob, packed, ahead):
     """``packed``: the three-row gradients read the incoming gradient from copies packed that many
     blocks of pixels at a time (as they do from ``PACK_CHANNELS`` channels per group), or where it
-    lies (0)."""
+    lies (0); ``ahead``: packing prefetches the next copy's lines (as up to ``PREFETCH_CHANNELS``)."""
     geometry, groups, shape = prob
     f1, f2 = _inputs(shape, seed=5)
-    saved = cpu._xkernels.PACK_CHANNELS, cpu._xkernels.PACK_BLOCKS
+    saved = cpu._xkernels.PACK_CHANNELS, cpu._xkernels.PACK_BLOCKS, cpu._xkernels.PREFETCH_CHANNELS
     cpu._xkernels.PACK_CHANNELS = 0 if packed else 10**9
     cpu._xkernels.PACK_BLOCKS = max(packed, 1)
+    cpu._xkernels.PREFETCH_CHANNELS = 10**9 if ahead else -1
     try:
         grad, r1, r2 = _assert_product_matches_reference(f1, f2, geometry, groups, 0.3)
         # one gradient alone takes other routes through the backward
         only1, none2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f2=False)
         none1, only2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f1=False)
     finally:
-        cpu._xkernels.PACK_CHANNELS, cpu._xkernels.PACK_BLOCKS = saved
+        cpu._xkernels.PACK_CHANNELS, cpu._xkernels.PACK_BLOCKS, cpu._xkernels.PREFETCH_CHANNELS = saved
     assert none1 is None and none2 is None
     np.testing.assert_allclose(only1.numpy(), r1, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(only2.numpy(), r2, rtol=1e-10, atol=1e-12)
@@ -194,7 +195,7 @@ def test_fast_path_gradients_three_rows_and_two(monkeypatch, triple, geo):
     calls = []
     for name in ("grad_f1_triple_c8", "grad_f2_triple_c8"):
         real = getattr(_cpu_xvec, name)
-        monkeypatch.setattr(_cpu_xvec, name, lambda *a, _n=name, _r=real: calls.append((_n, a[-1] > 0)) or _r(*a))
+        monkeypatch.setattr(_cpu_xvec, name, lambda *a, _n=name, _r=real: calls.append((_n, a[-2] > 0)) or _r(*a))
     monkeypatch.setattr(cpu._xkernels, "TRIPLE", bool(triple))
     monkeypatch.setattr(cpu._xkernels, "PACK_CHANNELS", 0 if triple == "packed" else 10**9)
     f1, f2 = _inputs((2, 19, 7, 21))

@@ -253,7 +253,7 @@ def _zero_rows(out, base, plane, dxn, n):
 
 
 @nb.njit(**_JIT)
-def _pack(P, G, base, rstride, tys, gsk, ua, ub, roff, umin, nu, dxn, wlo, whi, wst, nblk):
+def _pack(P, G, base, rstride, tys, gsk, ua, ub, roff, umin, nu, dxn, wlo, whi, wst, nblk, ahead):
     """The incoming gradient that ``nblk`` blocks of pixels of three rows read, copied into ``P``.
 
     In the order the sums read it: ``P[b*3*rs + r*rs + (u - umin)*ks + k*LANES + l] =
@@ -261,7 +261,9 @@ def _pack(P, G, base, rstride, tys, gsk, ua, ub, roff, umin, nu, dxn, wlo, whi, 
     ``rs = nu*ks``) for blocks ``b < nblk``, the ``u`` that row ``r`` reads (``ua[r] .. ub[r]``),
     every displacement ``k < dxn`` and the lanes ``wlo + k*wst <= b*LANES + l < whi + k*wst``;
     zeros in the other lanes and at the other ``u`` of ``umin .. umin + nu - 1``.  The blocks of
-    one ``(r, u, k)`` are copied together: they lie side by side in ``G``.
+    one ``(r, u, k)`` are copied together: they lie side by side in ``G``.  With ``ahead``, each
+    ``(r, u, k)`` also asks for the lines the next copy will read (the ``nblk`` blocks that follow
+    along the row) to be brought into L2.
     """
     ks = dxn * LANES
     rs = nu * ks
@@ -277,6 +279,9 @@ def _pack(P, G, base, rstride, tys, gsk, ua, ub, roff, umin, nu, dxn, wlo, whi, 
                     lo = wlo - o + k * wst if reads else 0
                     hi = whi - o + k * wst if reads else 0
                     xcopy(P, b * 3 * rs + dst + k * LANES, G, src + o + k * gsk if reads else 0, lo, hi)
+                if reads and ahead:
+                    for b in range(nblk):
+                        xprefetch(G, src + (nblk + b) * LANES + k * gsk)
 
 
 @nb.njit(**_JIT)
@@ -479,7 +484,7 @@ def _gsum_packed_c__K__(P, p0, rs, ks, nu, kr, X, x0, xcs, xsi, xsk, D, d0, dd, 
 
 
 G1T_DRIVER = '''@nb.njit(**_PJIT)
-def grad_f1_triple_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, pair, scale, packed):
+def grad_f1_triple_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, pair, scale, packed, ahead):
     """``grad_f1_pair_c__K__`` for three output rows at a time: ``i``, ``i + p``, ``i + 2p``.
 
     Row ``r`` at vertical displacement ``u + r*qq`` reads the ``f2`` row that row 0 reads at ``u``.
@@ -544,7 +549,7 @@ def grad_f1_triple_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_h
         for xb in range(nxb):
             x = xb * LANES
             if full and xb % npk == 0:
-                _pack(P, G, gb0 + x, p * g_i, g_y, gsk, ua, ub, qq, umin, nu, dxn, 0, wo - x, 0, min(npk, nxb - xb))
+                _pack(P, G, gb0 + x, p * g_i, g_y, gsk, ua, ub, qq, umin, nu, dxn, 0, wo - x, 0, min(npk, nxb - xb), ahead)
             llo = max(lane_lo - x, 0)
             lhi = min(lane_hi - x, LANES)
             if lhi <= llo:
@@ -569,7 +574,7 @@ def grad_f1_triple_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_h
 
 
 G2T_DRIVER = '''@nb.njit(**_PJIT)
-def grad_f2_triple_c__K__(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale, packed):
+def grad_f2_triple_c__K__(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale, packed, ahead):
     """``grad_f2_pair_c__K__`` for three ``f2`` rows at a time: ``yb``, ``yb + |sdy|``, ``yb + 2|sdy|``.
 
     Row ``r`` at vertical displacement ``u + r*e`` (``e`` the sign of ``sdy``) meets the output row
@@ -637,7 +642,7 @@ def grad_f2_triple_c__K__(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo,
         for zb in range(nzb):  # blocks from the first f2 column reached
             z = lane_lo + zb * LANES
             if full and zb % npk == 0:
-                _pack(P, G, bg * g_bg + ib0 * g_i + gt0 + z, e * g_y, gsi, gsk, ua, ub, 0, umin, nu, dxn, pl - z, ph - z, sdx, min(npk, nzb - zb))
+                _pack(P, G, bg * g_bg + ib0 * g_i + gt0 + z, e * g_y, gsi, gsk, ua, ub, 0, umin, nu, dxn, pl - z, ph - z, sdx, min(npk, nzb - zb), ahead)
             llo = max(lane_lo - z, 0)
             lhi = min(lane_hi - z, LANES)
             kr = _kranges(pl - z, ph - z, sdx, dxn, llo, lhi)
@@ -998,7 +1003,7 @@ def _natural(name: str) -> list:
 def xsource() -> str:
     """The full text of ``_cpu_xvec.py``."""
     kernels = [f"xfwd_r{r_}t{t_}" for r_ in (1, 2) for t_ in range(1, XT_MAX + 1)]
-    kernels += [name for name, *_ in sum_kernels()] + ["xcopy"]
+    kernels += [name for name, *_ in sum_kernels()] + ["xcopy", "xprefetch"]
     names = "".join(f"    {n},\n" for n in ["LANES", *sorted(kernels, key=_natural)])
     # numba's on-disk cache is keyed on this file alone: naming the kernels' source here makes a
     # change to them (inlined into every driver) a change to this file

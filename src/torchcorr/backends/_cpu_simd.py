@@ -30,6 +30,8 @@ caller guarantees that every unmasked vector read lies inside its array.
   read, so the operands need no padding where a row ends.
 * ``xcopy(D, d0, S, s0, lo, hi)``: one vector, ``D[d0 + l] = S[s0 + l]`` for lanes ``lo <= l < hi``
   and zero elsewhere (the gradients' packing of the incoming gradient).
+* ``xprefetch(S, s0)``: a hint to bring the line of ``S[s0]`` into L2 (``G_LOCALITY``); nothing is
+  read, so the address may lie past the array.
 
 The forward and the unmasked sums (but ``xsum3p``) also prefetch the streaming operand ``AHEAD``
 elements further along its row (the next block's line).
@@ -307,3 +309,22 @@ def _copy():
 
 xcopy = _copy()
 __all__.append("xcopy")
+
+
+def _prefetch():
+    def kernel(typingctx, S, s0):
+        sig = types.void(S, s0)
+
+        def codegen(context, builder, signature, args):
+            e = _Emit(context, builder, signature, args)
+            e.prefetch(e.data(0), e.int64(1), G_LOCALITY)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    kernel.__name__ = kernel.__qualname__ = "xprefetch"
+    return intrinsic(kernel)
+
+
+xprefetch = _prefetch()
+__all__.append("xprefetch")
