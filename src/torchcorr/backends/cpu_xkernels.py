@@ -123,14 +123,13 @@ def forward(a, a_strides, axo, b, b_strides, bxo, out, dims, geo, pair, t_block,
     getattr(xv, f"forward_r{rows}t{t_block}")(a, a_strides, axo, b, b_strides, bxo, out, dims, geo, pair, scale)
 
 
-def _pack_blocks(cg: int) -> int:
-    """Blocks of pixels the three-row gradients pack at a time (0: they read ``G`` where it lies)."""
-    return PACK_BLOCKS if cg >= PACK_CHANNELS else 0
+def _packing(cg: int) -> tuple[int, int]:
+    """The three-row gradients' ``(packed, ahead)`` for ``cg`` channels per group.
 
-
-def _ahead(cg: int) -> int:
-    """Whether the three-row gradients prefetch their next packed copy's lines."""
-    return int(cg <= PREFETCH_CHANNELS)
+    ``packed``: blocks of pixels they pack at a time (0: they read ``G`` where it lies); ``ahead``:
+    whether they prefetch what their next copy reads.
+    """
+    return (PACK_BLOCKS if cg >= PACK_CHANNELS else 0), int(cg <= PREFETCH_CHANNELS)
 
 
 def grad_f1(g, g_strides, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale) -> None:
@@ -142,7 +141,7 @@ def grad_f1(g, g_strides, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale)
     n3, runs = gradient_runs(dims[2], pair[0] > 0)
     if n3:
         getattr(xv, f"grad_f1_triple_c{XC3_SIZES[0]}")(
-            g, g_strides, b, b_strides, bxo, ga, w, ax0, 0, n3, dims, geo, pair, scale, _pack_blocks(dims[2]), _ahead(dims[2])
+            g, g_strides, b, b_strides, bxo, ga, w, ax0, 0, n3, dims, geo, pair, scale, *_packing(dims[2])
         )
     for k, lo, hi in runs:
         if pair[0] > 0:
@@ -162,7 +161,7 @@ def grad_f2(g, g_strides, a, a_strides, axo, gb, w, bx0, nz, dims, geo, scale) -
     n3, runs = gradient_runs(dims[2], paired)
     if n3:
         getattr(xv, f"grad_f2_triple_c{XC3_SIZES[0]}")(
-            g, g_strides, a, a_strides, axo, gb, w, bx0, nz, 0, n3, dims, geo, scale, _pack_blocks(dims[2]), _ahead(dims[2])
+            g, g_strides, a, a_strides, axo, gb, w, bx0, nz, 0, n3, dims, geo, scale, *_packing(dims[2])
         )
     for k, lo, hi in runs:
         name = f"grad_f2_pair_c{k}" if paired else f"grad_f2_c{k}"
