@@ -129,9 +129,11 @@ def _pack(P, G, base, rstride, tys, gsk, ua, ub, roff, umin, nu, dxn, wlo, whi, 
                     lo = wlo - o + k * wst if reads else 0
                     hi = whi - o + k * wst if reads else 0
                     xcopy(P, b * 3 * rs + dst + k * LANES, G, src + o + k * gsk if reads else 0, lo, hi)
-                if reads and ahead:
+                if reads and ahead:  # the next copy's span, whose start need not be a line's
+                    nxt = src + nblk * LANES + k * gsk
                     for b in range(nblk):
-                        xprefetch(G, src + (nblk + b) * LANES + k * gsk)
+                        xprefetch(G, nxt + b * LANES)
+                    xprefetch(G, nxt + nblk * LANES - 1)
 
 
 @nb.njit(**_JIT)

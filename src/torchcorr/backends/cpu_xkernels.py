@@ -78,9 +78,10 @@ PACK_BLOCKS = 2
 #: gradient, each a whole map away from the next: far more streams than the hardware prefetchers
 #: follow, so without the hint every line is a miss the task waits for.  With few channels the sums
 #: between two copies are short and cannot hide those misses.  Alternating in one process, with
-#: the hint against without: W2 (32 channels) ``f1`` gradient -17 to -23%, forward + backward -11%,
-#: W4 (64) -1%, W3 (128) even, W1 (256) ``f1`` gradient +10% (its copies are 185 KB: prefetching
-#: the next one pushes the other input out of L2).
+#: the hint against without: W2 (32 channels) forward + backward -7 to -11%, its ``f2`` gradient
+#: alone -25 to -30% (once the hint covered the third line a shifted span touches), W4 (64) -2 to
+#: -4%; W3 (128) and W1 (256) even, and W1's ``f1`` gradient +10% with the first, two-line hint (its
+#: copies are 185 KB: prefetching the next one pushes the other input out of L2).
 PREFETCH_CHANNELS = 64
 
 
