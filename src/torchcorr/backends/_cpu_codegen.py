@@ -260,9 +260,9 @@ def _pack(P, G, base, rstride, tys, gsk, ua, ub, roff, umin, nu, dxn, wlo, whi, 
     G[base + b*LANES + r*rstride + (u + r*roff)*tys + k*gsk + l]`` (``ks = dxn*LANES``,
     ``rs = nu*ks``) for blocks ``b < nblk``, the ``u`` that row ``r`` reads (``ua[r] .. ub[r]``),
     every displacement ``k < dxn`` and the lanes ``wlo + k*wst <= b*LANES + l < whi + k*wst``;
-    zeros in the other lanes and at the other ``u`` of ``umin .. umin + nu - 1``.  The blocks of
-    one ``(r, u, k)`` are copied together: they lie side by side in ``G``.  With ``ahead``, each
-    ``(r, u, k)`` also asks for the lines the next copy will read (the ``nblk`` blocks that follow
+    zeros in the other lanes and at the other ``u`` of ``umin .. umin + nu - 1``.  One ``xpack``
+    per ``(r, u)`` copies the blocks of every ``k`` (they lie side by side in ``G``); with
+    ``ahead``, it also asks for the lines the next copy will read (the ``nblk`` blocks that follow
     along the row) to be brought into L2.
     """
     ks = dxn * LANES
@@ -273,17 +273,10 @@ def _pack(P, G, base, rstride, tys, gsk, ua, ub, roff, umin, nu, dxn, wlo, whi, 
             reads = (ua[r] <= u) & (u <= ub[r])  # else an empty window: zeros, nothing read
             src = base + r * rstride + (u + r * roff) * tys if reads else 0
             dst = r * rs + j * ks
-            for k in range(dxn):
-                for b in range(nblk):
-                    o = b * LANES
-                    lo = wlo - o + k * wst if reads else 0
-                    hi = whi - o + k * wst if reads else 0
-                    xcopy(P, b * 3 * rs + dst + k * LANES, G, src + o + k * gsk if reads else 0, lo, hi)
-                if reads and ahead:  # the next copy's span, whose start need not be a line's
-                    nxt = src + nblk * LANES + k * gsk
-                    for b in range(nblk):
-                        xprefetch(G, nxt + b * LANES)
-                    xprefetch(G, nxt + nblk * LANES - 1)
+            if reads:
+                xpack(P, dst, LANES, 3 * rs, G, src, gsk, dxn, nblk, wlo, whi, wst, ahead)
+            else:
+                xpack(P, dst, LANES, 3 * rs, G, 0, 0, dxn, nblk, 0, 0, 0, 0)
 
 
 @nb.njit(**_JIT)
@@ -1005,7 +998,7 @@ def _natural(name: str) -> list:
 def xsource() -> str:
     """The full text of ``_cpu_xvec.py``."""
     kernels = [f"xfwd_r{r_}t{t_}" for r_ in (1, 2) for t_ in range(1, XT_MAX + 1)]
-    kernels += [name for name, *_ in sum_kernels()] + ["xcopy", "xprefetch"]
+    kernels += [name for name, *_ in sum_kernels()] + ["xpack"]
     names = "".join(f"    {n},\n" for n in ["LANES", *sorted(kernels, key=_natural)])
     # numba's on-disk cache is keyed on this file alone: naming the kernels' source here makes a
     # change to them (inlined into every driver) a change to this file

@@ -28,10 +28,11 @@ caller guarantees that every unmasked vector read lies inside its array.
   outer loop), every load of ``G`` and ``X`` masked to the lanes ``max(k*mst - mz, flo) <= l <
   min(k*mst - mz + mn, fhi)`` (arguments ``mz, mst, mn, flo, fhi`` last): nothing outside the mask is
   read, so the operands need no padding where a row ends.
-* ``xcopy(D, d0, S, s0, lo, hi)``: one vector, ``D[d0 + l] = S[s0 + l]`` for lanes ``lo <= l < hi``
-  and zero elsewhere (the gradients' packing of the incoming gradient).
-* ``xprefetch(S, s0)``: a hint to bring the line of ``S[s0]`` into L2 (``G_LOCALITY``); nothing is
-  read, so the address may lie past the array.
+* ``xpack(P, d0, dk, db, S, s0, sk, nk, nb, lo, hi, wst, ahead)``: for ``k < nk`` and ``b < nb``,
+  the vector ``P[d0 + k*dk + b*db + l] = S[s0 + k*sk + b*LANES + l]`` in the lanes ``lo + k*wst <=
+  b*LANES + l < hi + k*wst`` and zero in the others (nothing else is read): the gradients' packing
+  of the incoming gradient, one row of displacements of ``nb`` blocks.  With ``ahead`` non-zero,
+  each ``k`` also prefetches into L2 (``G_LOCALITY``) the lines of the ``nb`` blocks that follow.
 
 The forward and the unmasked sums (but ``xsum3p``) also prefetch the streaming operand ``AHEAD``
 elements further along its row (the next block's line).
@@ -289,42 +290,42 @@ for _name, _k, _s, _m, _p in sum_kernels():
     __all__.append(_name)
 
 
-def _copy():
-    def kernel(typingctx, D, d0, S, s0, lo, hi):
-        sig = types.void(D, d0, S, s0, lo, hi)
+def _pack():
+    def kernel(typingctx, P, d0, dk, db, S, s0, sk, nk, nb, lo, hi, wst, ahead):
+        sig = types.void(P, d0, dk, db, S, s0, sk, nk, nb, lo, hi, wst, ahead)
 
         def codegen(context, builder, signature, args):
             e = _Emit(context, builder, signature, args)
             vty, align = e.vector_type(0), e.item_size(0)
-            mask = e.lane_range(e.int64(4), e.int64(5))
-            value = e.masked_load(e.data(2), e.int64(3), vty, align, mask)
-            e.store(value, e.data(0), e.int64(1), vty, align)
+            dst, src = e.data(0), e.data(4)
+            d0_, dk_, db_, s0_, sk_, nk_, nb_ = (e.int64(i) for i in (1, 2, 3, 5, 6, 7, 8))
+            lo_, hi_, wst_ = e.int64(9), e.int64(10), e.int64(11)
+            ahead_ = builder.icmp_signed("!=", e.int64(12), _const(0))
+            lanes = _const(LANES)
+            with cgutils.for_range(builder, nk_) as kl:
+                k = kl.index
+                sk0 = builder.add(s0_, builder.mul(k, sk_))
+                dk0 = builder.add(d0_, builder.mul(k, dk_))
+                shift = builder.mul(k, wst_)
+                with cgutils.for_range(builder, nb_) as bl:
+                    o = builder.mul(bl.index, lanes)
+                    first = builder.add(builder.sub(lo_, o), shift)
+                    mask = e.lane_range(first, builder.add(builder.sub(hi_, o), shift))
+                    value = e.masked_load(src, builder.add(sk0, o), vty, align, mask)
+                    e.store(value, dst, builder.add(dk0, builder.mul(bl.index, db_)), vty, align)
+                with builder.if_then(ahead_):
+                    # the next copy's span (nb blocks on), whose start need not be a line's
+                    nxt = builder.add(sk0, builder.mul(nb_, lanes))
+                    with cgutils.for_range(builder, nb_) as bl:
+                        e.prefetch(src, builder.add(nxt, builder.mul(bl.index, lanes)), G_LOCALITY)
+                    e.prefetch(src, builder.sub(builder.add(nxt, builder.mul(nb_, lanes)), _const(1)), G_LOCALITY)
             return context.get_dummy_value()
 
         return sig, codegen
 
-    kernel.__name__ = kernel.__qualname__ = "xcopy"
+    kernel.__name__ = kernel.__qualname__ = "xpack"
     return intrinsic(kernel)
 
 
-xcopy = _copy()
-__all__.append("xcopy")
-
-
-def _prefetch():
-    def kernel(typingctx, S, s0):
-        sig = types.void(S, s0)
-
-        def codegen(context, builder, signature, args):
-            e = _Emit(context, builder, signature, args)
-            e.prefetch(e.data(0), e.int64(1), G_LOCALITY)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    kernel.__name__ = kernel.__qualname__ = "xprefetch"
-    return intrinsic(kernel)
-
-
-xprefetch = _prefetch()
-__all__.append("xprefetch")
+xpack = _pack()
+__all__.append("xpack")
