@@ -309,8 +309,8 @@ def _pack():
                 shift = builder.mul(k, wst_)
                 with cgutils.for_range(builder, nb_) as bl:
                     o = builder.mul(bl.index, lanes)
-                    first = builder.add(builder.sub(lo_, o), shift)
-                    mask = e.lane_range(first, builder.add(builder.sub(hi_, o), shift))
+                    lane_lo = builder.add(builder.sub(lo_, o), shift)  # block b's lanes of the window
+                    mask = e.lane_range(lane_lo, builder.add(builder.sub(hi_, o), shift))
                     value = e.masked_load(src, builder.add(sk0, o), vty, align, mask)
                     e.store(value, dst, builder.add(dk0, builder.mul(bl.index, db_)), vty, align)
                 with builder.if_then(ahead_):
