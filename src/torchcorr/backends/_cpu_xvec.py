@@ -119,12 +119,11 @@ def _pack(P, G, base, rstride, tys, gsk, ua, ub, roff, umin, nu, dxn, wlo, whi, 
     for r in range(3):
         for j in range(nu):
             u = umin + j
-            reads = (ua[r] <= u) & (u <= ub[r])  # else an empty window: zeros, nothing read
-            src = base + r * rstride + (u + r * roff) * tys if reads else 0
             dst = r * rs + j * ks
-            if reads:
+            if (ua[r] <= u) & (u <= ub[r]):
+                src = base + r * rstride + (u + r * roff) * tys
                 xpack(P, dst, LANES, 3 * rs, G, src, gsk, dxn, nblk, wlo, whi, wst, ahead)
-            else:
+            else:  # row r does not read u: an empty window writes the zeros, nothing is read
                 xpack(P, dst, LANES, 3 * rs, G, 0, 0, dxn, nblk, 0, 0, 0, 0)
 
 
