@@ -23,7 +23,8 @@ caller guarantees that every unmasked vector read lies inside its array.
   and ``2*dd`` further on.
 * ``xsum3p_c{K}``: ``xsum3_c{K}`` without the prefetch of ``G`` (for a packed copy of it that
   streams from L1, where the hint only costs load slots: with it the packed gradients gained
-  5-15% less over the unpacked ones, measured in one process each way).
+  5-15% less over the unpacked ones, measured in one process each way); instead, each row ``i``
+  prefetches the lines of ``X`` that row ``i + X_AHEAD`` reads.
 * ``xsumm_c{K}``, ``xsum2m_c{K}``, ``xsum3m_c{K}``: the same over ``k0 <= k < k1`` (in place of ``nk``; ``k`` is the
   outer loop), every load of ``G`` and ``X`` masked to the lanes ``max(k*mst - mz, flo) <= l <
   min(k*mst - mz + mn, fhi)`` (arguments ``mz, mst, mn, flo, fhi`` last): nothing outside the mask is
@@ -66,6 +67,13 @@ AHEAD = 32
 #: 3-8% faster on W1, W2 and W3 (four alternating runs; locality 1 the same, 0 twice as slow).  The
 #: forward's prefetch of ``f2`` showed no difference and stays at 3.
 G_LOCALITY = 2
+
+#: Rows of ``u`` ahead at which the packed three-row sums prefetch the other input (into L1; 0: no
+#: hint).  Each row of ``u`` moves a block's reads of ``X`` to new lines, one or two per channel,
+#: a row of the map further on: about 16 lines at once that the hardware prefetchers do not see
+#: coming.  Alternating in one process against no hint, W2's gradients ran 1-27% faster (most in
+#: the slow minutes, when those lines come from L3), W1 and W3 even; two rows ahead was no better.
+X_AHEAD = 1
 
 
 def _const(v: int) -> ir.Constant:
@@ -275,6 +283,20 @@ def _sum(name: str, channels: int, streams: int, masked: bool, packed: bool = Fa
                         body(inner.index, k, mask)
             else:
                 with cgutils.for_range(builder, v["ni"]) as outer:
+                    if packed and X_AHEAD:
+                        # the lines of X the row X_AHEAD rows on reads, for every channel
+                        span = builder.mul(builder.sub(v["nk"], _const(1)), v["xsk"])
+                        neg = builder.icmp_signed("<", span, _const(0))
+                        row = builder.add(v["x0"], builder.mul(builder.add(outer.index, _const(X_AHEAD)), v["xsi"]))
+                        lo = builder.add(row, builder.select(neg, span, _const(0)))
+                        hi = builder.add(builder.add(row, builder.select(neg, _const(0), span)), _const(LANES - 1))
+                        nl = builder.add(builder.sdiv(builder.sub(hi, lo), _const(LANES)), _const(1))
+                        with cgutils.for_range(builder, nl) as ln:
+                            at_ = builder.add(lo, builder.mul(ln.index, _const(LANES)))
+                            for j in range(channels):
+                                e.prefetch(x, builder.add(at_, xc[j]), 3)
+                        for j in range(channels):
+                            e.prefetch(x, builder.add(hi, xc[j]), 3)
                     with cgutils.for_range(builder, v["nk"]) as inner:
                         body(outer.index, inner.index, None)
             for r in range(streams):
