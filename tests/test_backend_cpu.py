@@ -141,24 +141,29 @@ def fast_problem(draw):
 
 @needs_numba
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fast_problem(), st.sampled_from([0, 1, 2, 3]), st.booleans())
-def test_fast_path_against_reference(prob, packed, ahead):
+@given(fast_problem(), st.sampled_from([0, 1, 2, 3]), st.booleans(), st.sampled_from([-1, 0, 1, 2]))
+def test_fast_path_against_reference(prob, packed, ahead, ring):
     """``packed``: the three-row gradients read the incoming gradient from copies packed that many
     blocks of pixels at a time (as they do from ``PACK_CHANNELS`` channels per group), or where it
-    lies (0); ``ahead``: packing prefetches the next copy's lines (as up to ``PREFETCH_CHANNELS``)."""
+    lies (0); ``ahead``: packing prefetches the next copy's lines (as up to ``PREFETCH_CHANNELS``);
+    ``ring``: rows of ``f2`` in each forward thread's ring (0: the caller's copy of all of ``f2``; 1
+    or 2: fewer than a task reads, so rows are copied again; -1: as ``ring_rows`` chooses)."""
     geometry, groups, shape = prob
     f1, f2 = _inputs(shape, seed=5)
-    saved = cpu._xkernels.PACK_CHANNELS, cpu._xkernels.PACK_BLOCKS, cpu._xkernels.PREFETCH_CHANNELS
-    cpu._xkernels.PACK_CHANNELS = 0 if packed else 10**9
-    cpu._xkernels.PACK_BLOCKS = max(packed, 1)
-    cpu._xkernels.PREFETCH_CHANNELS = 10**9 if ahead else -1
+    xk = cpu._xkernels
+    saved = xk.PACK_CHANNELS, xk.PACK_BLOCKS, xk.PREFETCH_CHANNELS, xk.ring_rows
+    xk.PACK_CHANNELS = 0 if packed else 10**9
+    xk.PACK_BLOCKS = max(packed, 1)
+    xk.PREFETCH_CHANNELS = 10**9 if ahead else -1
+    if ring >= 0:
+        xk.ring_rows = lambda *a: ring
     try:
         grad, r1, r2 = _assert_product_matches_reference(f1, f2, geometry, groups, 0.3)
         # one gradient alone takes other routes through the backward
         only1, none2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f2=False)
         none1, only2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f1=False)
     finally:
-        cpu._xkernels.PACK_CHANNELS, cpu._xkernels.PACK_BLOCKS, cpu._xkernels.PREFETCH_CHANNELS = saved
+        xk.PACK_CHANNELS, xk.PACK_BLOCKS, xk.PREFETCH_CHANNELS, xk.ring_rows = saved
     assert none1 is None and none2 is None
     np.testing.assert_allclose(only1.numpy(), r1, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(only2.numpy(), r2, rtol=1e-10, atol=1e-12)
@@ -239,12 +244,16 @@ def test_fast_path_gradient_reads_stay_in_their_rows():
 
 
 @needs_numba
+@pytest.mark.parametrize("ring", [True, False])
 @pytest.mark.parametrize("width", [34, 33])
-def test_fast_path_forward_reads_f1_in_place(monkeypatch, width):
+def test_fast_path_forward_reads_f1_in_place(monkeypatch, width, ring):
     """Where every block of pixels lies inside the rows of ``f1`` the forward reads it where it lies
     (no copy): the last block is ragged, and the columns its unused lanes read (after the last
     pixel's column) hold NaN, which must not reach the result.  One column narrower, the last
-    block would leave the row: the forward copies ``f1`` instead."""
+    block would leave the row: the forward copies ``f1`` instead.  ``f2`` goes through the same
+    copy unless the threads copy its rows into their rings."""
+    if not ring:
+        monkeypatch.setattr(cpu._xkernels, "RING_BYTES", 0)
     axis = AxisGeometry(-2, -2, 1, 1, 1, -2, 5, 1)  # pixel x reads f1 column x + 2: 30 or 29 pixels
     geometry = Geometry(AxisGeometry(1, 1, 1, 1, 1, -1, 3, 1), axis)
     f1, f2 = _inputs((2, 5, 6, width))
@@ -257,7 +266,7 @@ def test_fast_path_forward_reads_f1_in_place(monkeypatch, width):
     _assert_product_matches_reference(f1, f2, geometry, inputs=(a, f2))
     in_place = width - 2 >= -(-(width - 4) // cpu._LANES) * cpu._LANES
     assert any(x is a for x in copies) != in_place
-    assert any(x is f2 for x in copies)
+    assert any(x is f2 for x in copies) != ring
 
 
 @needs_numba

@@ -258,6 +258,23 @@ def _segment_rows(ua, ub, u0, u1):
 
 
 @nb.njit(**_JIT)
+def _ring_row(R, dst, B, src, b_c, cg, first, count, w):
+    """One row of ``f2`` into a forward's ring: ``R[dst + c*count + j] = B[src + c*b_c + first + j]``.
+
+    For ``c < cg`` and the ``j < count`` inside the row (``0 <= first + j < w``); the other columns
+    of ``R`` are left as they are (zeros).
+    """
+    lo = max(0, -first)
+    hi = min(count, w - first)
+    if hi <= lo:  # no column of the row (a bound below zero would wrap around)
+        return
+    for c in range(cg):
+        o = dst + c * count
+        i = src + c * b_c + first
+        R[o + lo : o + hi] = B[i + lo : i + hi]
+
+
+@nb.njit(**_JIT)
 def _zero_rows(out, base, plane, dxn, n):
     """``out[base + t*plane + x] = 0`` for ``t < dxn``, ``x < n`` (a slice: 2.3x the scalar loop)."""
     for t in range(dxn):
@@ -309,73 +326,99 @@ def _pack_plan(ua, ub, dxn, packed):
     return full, umin, nu, npk'''
 
 FWD_DRIVER = '''@nb.njit(**_PJIT)
-def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale):
-    """Forward in blocks of __R__ row(s) x __T__ displacements (see ``cpu_xkernels``)."""
+def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale, ring, threads):
+    """Forward in blocks of __R__ row(s) x __T__ displacements (see ``cpu_xkernels``).
+
+    ``ring = (rows, first, count, w)``: with ``rows`` 0, ``B`` is the caller's row-major copy of
+    ``f2``; else ``B`` is ``f2`` as it is, and each thread copies the rows it reads (columns
+    ``first .. first + count``, zeros outside the map) into a ring of ``rows`` rows laid out like
+    that copy, keeping them for the next rows of its tasks.  The tasks go in ``threads`` contiguous
+    runs, one per thread.
+    """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
     a_b, a_c, a_r = a_strides
+    nr, rfirst, rcount, rw = ring
     b_b, b_c, b_r = b_strides
+    bc = rcount if nr else b_c  # the channel step of what the kernel reads
     p, qq = pair
     plane = ho * wo
     nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
     tstep = -plane if rev else plane
-    for task in nb.prange(nbat * groups * nsub):
-        bg = task // nsub
-        rem = task % nsub
-        i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
-        i1 = i0 + p if p > 0 else ho
-        if i0 >= ho:
-            continue
-        two = i1 < ho
-        bi = bg // groups
-        g = bg % groups
-        acc = _lined(__R__ * __T__ * LANES, out)
-        ya0 = y0 + i0 * sy
-        ya1 = y0 + i1 * sy
-        ok0 = (ya0 >= 0) & (ya0 < h)
-        ok1 = two & (ya1 >= 0) & (ya1 < h)
-        cbase = bi * b_b + g * cg * b_c
-        # both rows are always computed (a clamped row stands in for one outside the map or past
-        # the last, and its results are not written)
-        abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
-        abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
-        ob0 = bg * dyn * dxn * plane + i0 * wo
-        ob1 = bg * dyn * dxn * plane + i1 * wo
-        lo = min(0, -qq) if two else 0
-        hi = max(dyn, dyn - qq) if two else dyn
-        for k in range(lo, hi):
-            iy0 = k
-            iy1 = k + qq
-            v0 = (iy0 >= 0) & (iy0 < dyn)
-            v1 = two & (iy1 >= 0) & (iy1 < dyn)
-            yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
-            inside = (yb >= 0) & (yb < h)
-            c0 = v0 & ok0 & inside
-            c1 = v1 & ok1 & inside
-            o0 = ob0 + iy0 * dxn * plane
-            o1 = ob1 + iy1 * dxn * plane
-            if v0 & ~c0:
-                _zero_rows(out, o0, plane, dxn, wo)
-            if v1 & ~c1:
-                _zero_rows(out, o1, plane, dxn, wo)
-            if ~(c0 | c1):
+    ntask = nbat * groups * nsub
+    nth = max(1, min(threads, ntask))
+    per = (ntask + nth - 1) // nth
+    rowsize = cg * rcount
+    for th in nb.prange(nth):
+        R = _lined(max(nr * rowsize, 1), out)
+        R[:] = 0
+        tags = np.full(max(nr, 1), -1, np.int64)
+        for task in range(th * per, min(ntask, (th + 1) * per)):
+            bg = task // nsub
+            rem = task % nsub
+            i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
+            i1 = i0 + p if p > 0 else ho
+            if i0 >= ho:
                 continue
-            every = c0 if __R__ == 1 else c0 & c1
-            bbase = cbase + yb * b_r + bxo
-            for t0 in range(0, dxn, __T__):
-                T = min(__T__, dxn - t0)
-                ib = bbase + t0 * sdx
-                first = (dxn - 1 - t0) * plane if rev else t0 * plane
-                for x in range(0, wo, LANES):
-                    n = min(LANES, wo - x)
-                    if every & (n == LANES) & (T == __T__):  # straight into the output
-                        xfwd_r__R__t__T__(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
-                    else:
-                        xfwd_r__R__t__T__(A, abase0 + x, abase1 + x, a_c, B, ib + x, b_c, sdx, cg, acc, 0, __T__ * LANES, LANES, scale)
-                        if c0:
-                            _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
-                        if c1:
-                            _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (__R__ - 1) * __T__ * LANES, n)
+            two = i1 < ho
+            bi = bg // groups
+            g = bg % groups
+            acc = _lined(__R__ * __T__ * LANES, out)
+            ya0 = y0 + i0 * sy
+            ya1 = y0 + i1 * sy
+            ok0 = (ya0 >= 0) & (ya0 < h)
+            ok1 = two & (ya1 >= 0) & (ya1 < h)
+            cbase = bi * b_b + g * cg * b_c
+            # both rows are always computed (a clamped row stands in for one outside the map or past
+            # the last, and its results are not written)
+            abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
+            abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
+            ob0 = bg * dyn * dxn * plane + i0 * wo
+            ob1 = bg * dyn * dxn * plane + i1 * wo
+            lo = min(0, -qq) if two else 0
+            hi = max(dyn, dyn - qq) if two else dyn
+            for k in range(lo, hi):
+                iy0 = k
+                iy1 = k + qq
+                v0 = (iy0 >= 0) & (iy0 < dyn)
+                v1 = two & (iy1 >= 0) & (iy1 < dyn)
+                yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+                inside = (yb >= 0) & (yb < h)
+                c0 = v0 & ok0 & inside
+                c1 = v1 & ok1 & inside
+                o0 = ob0 + iy0 * dxn * plane
+                o1 = ob1 + iy1 * dxn * plane
+                if v0 & ~c0:
+                    _zero_rows(out, o0, plane, dxn, wo)
+                if v1 & ~c1:
+                    _zero_rows(out, o1, plane, dxn, wo)
+                if ~(c0 | c1):
+                    continue
+                every = c0 if __R__ == 1 else c0 & c1
+                if nr:
+                    slot = yb % nr
+                    if tags[slot] != bg * h + yb:
+                        _ring_row(R, slot * rowsize, B, cbase + yb * b_r, b_c, cg, rfirst, rcount, rw)
+                        tags[slot] = bg * h + yb
+                    Bk = R
+                    bbase = slot * rowsize + bxo
+                else:
+                    Bk = B
+                    bbase = cbase + yb * b_r + bxo
+                for t0 in range(0, dxn, __T__):
+                    T = min(__T__, dxn - t0)
+                    ib = bbase + t0 * sdx
+                    first = (dxn - 1 - t0) * plane if rev else t0 * plane
+                    for x in range(0, wo, LANES):
+                        n = min(LANES, wo - x)
+                        if every & (n == LANES) & (T == __T__):  # straight into the output
+                            xfwd_r__R__t__T__(A, abase0 + x, abase1 + x, a_c, Bk, ib + x, bc, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
+                        else:
+                            xfwd_r__R__t__T__(A, abase0 + x, abase1 + x, a_c, Bk, ib + x, bc, sdx, cg, acc, 0, __T__ * LANES, LANES, scale)
+                            if c0:
+                                _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
+                            if c1:
+                                _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (__R__ - 1) * __T__ * LANES, n)
     return out'''
 
 KRANGES = '''@nb.njit(**_JIT)

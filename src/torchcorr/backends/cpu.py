@@ -305,10 +305,16 @@ class _XProblem:
         return x.view(-1).numpy()
 
     def forward(self, out: Tensor, scale: float, ty0: int, cnt: int) -> None:
-        (a, a_strides, axo), (b, b_strides) = self.a(), self.b()
+        a, a_strides, axo = self.a()
+        geo, pair = self.geo(ty0, cnt), self.pair(cnt)
+        count = self.gw + (self.dxn_pad - 1) * self.grid.sdx
+        itemsize = torch.empty((), dtype=self.acc).element_size()
+        rows = _xkernels.ring_rows(self.dims[2], count, itemsize, geo, pair)
+        # each thread copies the rows of f2 it reads (ring), else the copy of all of f2
+        b, b_strides = self.nchw(self.f2) if rows else self.b()
         _xkernels.forward(
             self._arr(a), a_strides, axo, self._arr(b), b_strides, 0, self._arr(out), self.dims,
-            self.geo(ty0, cnt), self.pair(cnt), self.t_block, float(scale),
+            geo, pair, self.t_block, float(scale), (rows, self.bx0, count, self.w),
         )  # fmt: skip
 
     def grad_f1(self, g: Tensor, g1: Tensor, scale: float, ty0: int) -> None:
