@@ -124,6 +124,13 @@ def _ring_row(R, dst, B, src, b_c, cg, first, count, w):
 
 
 @nb.njit(**_JIT)
+def _zero_span(out, o, n):
+    """``out[o : o + n] = 0`` as a plain loop (a slice assignment costs more than a short row)."""
+    for j in range(n):
+        out[o + j] = 0
+
+
+@nb.njit(**_JIT)
 def _zero_rows(out, base, plane, dxn, n):
     """``out[base + t*plane + x] = 0`` for ``t < dxn``, ``x < n`` (a slice: 2.3x the scalar loop)."""
     for t in range(dxn):
@@ -2940,7 +2947,7 @@ def _gsum_packed_c8(P, p0, rs, ks, nu, kr, X, x0, xcs, xsi, xsk, D, d0, dd, dcs,
 
 
 @nb.njit(**_PJIT)
-def grad_f1_triple_c8(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, pair, scale, packed, ahead):
+def grad_f1_triple_c8(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, dims, geo, pair, scale, packed, ahead, zero):
     """``grad_f1_pair_c8`` for three output rows at a time: ``i``, ``i + p``, ``i + 2p``.
 
     Row ``r`` at vertical displacement ``u + r*qq`` reads the ``f2`` row that row 0 reads at ``u``.
@@ -2988,6 +2995,13 @@ def grad_f1_triple_c8(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, d
             cuts[2 * r] = ua[r]
             cuts[2 * r + 1] = ub[r] + 1
         cuts.sort()
+        if zero:  # this task's rows of the gradient, before it adds to them
+            for r in range(3):
+                i = i0 + r * p
+                ya = y0 + i * sy
+                if i < ho and 0 <= ya < h:
+                    for c in range(c_lo, c_hi):
+                        _zero_span(GA, (bi * ctot + g * cg + c) * hw + ya * w, w)
         acc = _lined(3 * 8 * LANES, GA)
         gb0 = bg * g_bg + i0 * g_i + ((dxn - 1) * g_t if rev else 0)
         xb0 = bi * b_b + g * cg * b_c + (y0 + i0 * sy + dy0) * b_r + bxo
@@ -3030,7 +3044,7 @@ def grad_f1_triple_c8(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, d
 
 
 @nb.njit(**_PJIT)
-def grad_f2_triple_c8(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale, packed, ahead):
+def grad_f2_triple_c8(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_hi, dims, geo, scale, packed, ahead, zero):
     """``grad_f2_pair_c8`` for three ``f2`` rows at a time: ``yb``, ``yb + |sdy|``, ``yb + 2|sdy|``.
 
     Row ``r`` at vertical displacement ``u + r*e`` (``e`` the sign of ``sdy``) meets the output row
@@ -3085,6 +3099,12 @@ def grad_f2_triple_c8(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_h
             cuts[2 * r] = ua[r]
             cuts[2 * r + 1] = ub[r] + 1
         cuts.sort()
+        if zero:  # this task's rows of the gradient, before it adds to them
+            for r in range(3):
+                yb = yb0 + r * d
+                if yb < h:
+                    for c in range(c_lo, c_hi):
+                        _zero_span(GB, (bi * ctot + g * cg + c) * hw + yb * w, w)
         acc = _lined(3 * 8 * LANES, GB)
         rb0 = (bi * ctot + g * cg) * hw + yb0 * w + bx0
         # packed, with all three rows reached: one three-row sum over every u any of them reads,

@@ -317,20 +317,23 @@ class _XProblem:
             geo, pair, self.t_block, float(scale), (rows, self.bx0, count, self.w),
         )  # fmt: skip
 
-    def grad_f1(self, g: Tensor, g1: Tensor, scale: float, ty0: int) -> None:
-        """``g``: a chunk ``(B, G, cnt, Dx, ny, nx)`` (contiguous) of the incoming gradient."""
+    def grad_f1(self, g: Tensor, g1: Tensor, scale: float, ty0: int, zero: int) -> None:
+        """``g``: a chunk ``(B, G, cnt, Dx, ny, nx)`` (contiguous) of the incoming gradient.
+
+        ``zero``: ``g1`` is uninitialised; zero it (where the kernels' tasks do not, before they add).
+        """
         b, b_strides = self.nchw(self.f2)
         _xkernels.grad_f1(
             self._arr(g), self._strides(g), self._arr(b), b_strides, self.bx0, self._arr(g1), self.w,
-            self.x0, self.dims, self.geo(ty0, g.shape[2]), self.pair(g.shape[2]), float(scale),
+            self.x0, self.dims, self.geo(ty0, g.shape[2]), self.pair(g.shape[2]), float(scale), zero,
         )  # fmt: skip
 
-    def grad_f2(self, g: Tensor, g2: Tensor, scale: float, ty0: int) -> None:
-        """``g`` as for :meth:`grad_f1`."""
+    def grad_f2(self, g: Tensor, g2: Tensor, scale: float, ty0: int, zero: int) -> None:
+        """``g`` and ``zero`` as for :meth:`grad_f1`."""
         a, a_strides = self.nchw(self.f1)
         _xkernels.grad_f2(
             self._arr(g), self._strides(g), self._arr(a), a_strides, self.x0, self._arr(g2), self.w,
-            self.bx0, self.nz, self.dims, self.geo(ty0, g.shape[2]), float(scale),
+            self.bx0, self.nz, self.dims, self.geo(ty0, g.shape[2]), float(scale), zero,
         )  # fmt: skip
 
     @staticmethod
@@ -400,7 +403,7 @@ def _xforward(f1: Tensor, f2: Tensor, geometry: Geometry, grid: _Grid, groups: i
 
 
 def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None:
-    """Both gradients of the pixel-vectorised path.
+    """Both gradients of the pixel-vectorised path, into uninitialised ``g1`` / ``g2``.
 
     They read the incoming gradient where it lies (the kernels mask what a block would read
     outside a row); a larger window first spreads it onto the one-tap grid, a chunk of
@@ -414,11 +417,13 @@ def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None
             (ty0, _box_adjoint(gout[:, :, ty0 : ty0 + cnt], geometry, grid.ny, grid.nx))
             for ty0, cnt in _grad_chunks(grid)
         )
+    zero = 1  # the first chunk's kernels zero the (uninitialised) gradients
     for ty0, g in chunks:
         if g1 is not None:
-            prob.grad_f1(g, g1, scale, ty0)
+            prob.grad_f1(g, g1, scale, ty0, zero)
         if g2 is not None:
-            prob.grad_f2(g, g2, scale, ty0)
+            prob.grad_f2(g, g2, scale, ty0, zero)
+        zero = 0
         del g  # before the next chunk is made
 
 
@@ -497,6 +502,11 @@ def forward(f1: Tensor, f2: Tensor, geometry: Geometry, groups: int, mode: str, 
 # --------------------------------------------------------------------------------------------
 
 
+def _uninitialised(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """A gradient buffer whose kernels zero it themselves (the tests fill it with NaN instead)."""
+    return torch.empty(shape, dtype=dtype)
+
+
 def backward(
     grad: Tensor,
     f1: Tensor,
@@ -518,9 +528,11 @@ def backward(
     acc = _acc(f1.dtype)
     grid = _Grid(geometry, h, w)
     gy, gx = geometry.y, geometry.x
-    g1 = torch.zeros((b, c, h, w), dtype=acc) if need_f1 else None
-    g2 = torch.zeros((b, c, h, w), dtype=acc) if need_f2 else None
-    if grad.numel() > 0 and c > 0 and (need_f1 or need_f2) and _fast(grid, mode):
+    fast = grad.numel() > 0 and c > 0 and (need_f1 or need_f2) and _fast(grid, mode)
+    new = _uninitialised if fast else torch.zeros  # the fast path zeroes its gradients itself
+    g1 = new((b, c, h, w), dtype=acc) if need_f1 else None
+    g2 = new((b, c, h, w), dtype=acc) if need_f2 else None
+    if fast:
         _threads()
         _xbackward(grad.detach().to(acc), f1, f2, geometry, grid, groups, scale, acc, g1, g2)
     elif grad.numel() > 0 and c > 0 and (need_f1 or need_f2):

@@ -60,6 +60,7 @@ and a fixed order of summation, so results do not depend on the number of thread
 from __future__ import annotations
 
 import numba
+import torch
 
 from . import _cpu_xvec as xv
 from ._cpu_simd import XC3_SIZES, XC_SIZES, XT_MAX
@@ -157,16 +158,38 @@ def _packing(cg: int) -> tuple[int, int]:
     return (PACK_BLOCKS if cg >= PACK_CHANNELS else 0), int(cg <= PREFETCH_CHANNELS)
 
 
-def grad_f1(g, g_strides, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale) -> None:
-    """Adds the gradient with respect to ``f1`` to ``ga`` (flat NCHW).
+def _zero_rest(arr, dims, w, n3: int, rows: list[int]) -> None:
+    """Zeroes what the three-row drivers' tasks do not zero themselves in a flat NCHW gradient.
+
+    They zero their own rows of channels ``0 .. n3`` of each group; ``rows``: the rows no task owns.
+    """
+    nbat, groups, cg, h = dims
+    v = torch.from_numpy(arr).view(nbat, groups, cg, h, w)
+    if n3 == 0:
+        v.zero_()
+        return
+    v[:, :, n3:].zero_()
+    if rows:
+        v[:, :, :n3, rows] = 0
+
+
+def grad_f1(g, g_strides, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale, zero) -> None:
+    """Adds the gradient with respect to ``f1`` to ``ga`` (flat NCHW), or with ``zero`` writes it.
 
     Three (else two) output rows at a time where they share ``f2`` rows (``pair`` as for
     :func:`forward`), in blocks of ``XC3_SIZES[0]`` channels; the channels left over in pairs.
+    With ``zero``, ``ga`` is uninitialised: each three-row task zeroes its rows before it adds to
+    them (while they are in its cache, where a zero-filled buffer is written to memory and read
+    back), and what no task owns is zeroed here first.
     """
     n3, runs = gradient_runs(dims[2], pair[0] > 0)
+    if zero:
+        ho, y0, sy, h = geo[0], geo[4], geo[5], dims[3]
+        owned = {y0 + i * sy for i in range(ho)}
+        _zero_rest(ga, dims, w, n3, [r for r in range(h) if r not in owned])
     if n3:
         getattr(xv, f"grad_f1_triple_c{XC3_SIZES[0]}")(
-            g, g_strides, b, b_strides, bxo, ga, w, ax0, 0, n3, dims, geo, pair, scale, *_packing(dims[2])
+            g, g_strides, b, b_strides, bxo, ga, w, ax0, 0, n3, dims, geo, pair, scale, *_packing(dims[2]), zero
         )
     for k, lo, hi in runs:
         if pair[0] > 0:
@@ -177,16 +200,19 @@ def grad_f1(g, g_strides, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale)
             getattr(xv, f"grad_f1_c{k}")(g, g_strides, b, b_strides, bxo, ga, w, ax0, lo, hi, dims, geo, scale)
 
 
-def grad_f2(g, g_strides, a, a_strides, axo, gb, w, bx0, nz, dims, geo, scale) -> None:
-    """Adds the gradient with respect to ``f2`` to ``gb`` (flat NCHW).
+def grad_f2(g, g_strides, a, a_strides, axo, gb, w, bx0, nz, dims, geo, scale, zero) -> None:
+    """Adds the gradient with respect to ``f2`` to ``gb`` (flat NCHW), or with ``zero`` writes it.
 
-    ``a``: ``f1`` as it is (NCHW, pixel 0 at column ``axo``), read only inside its rows.
+    ``a``: ``f1`` as it is (NCHW, pixel 0 at column ``axo``), read only inside its rows; ``zero`` as
+    for :func:`grad_f1` (the tasks own every row of ``f2``).
     """
     paired = geo[5] == 1 and geo[2] > 1 and geo[7] != 0  # unit row step, several displacement rows
     n3, runs = gradient_runs(dims[2], paired)
+    if zero:
+        _zero_rest(gb, dims, w, n3, [])
     if n3:
         getattr(xv, f"grad_f2_triple_c{XC3_SIZES[0]}")(
-            g, g_strides, a, a_strides, axo, gb, w, bx0, nz, 0, n3, dims, geo, scale, *_packing(dims[2])
+            g, g_strides, a, a_strides, axo, gb, w, bx0, nz, 0, n3, dims, geo, scale, *_packing(dims[2]), zero
         )
     for k, lo, hi in runs:
         name = f"grad_f2_pair_c{k}" if paired else f"grad_f2_c{k}"
