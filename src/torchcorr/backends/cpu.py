@@ -10,11 +10,14 @@ Two families of kernels:
   consecutive output pixels (one vector register of float32: 16 with AVX-512, else 8), explicit
   SIMD written as LLVM IR (:mod:`._cpu_simd`), sums held in registers while the loop runs over
   channels (forward) or displacements (gradients), and two output rows (three in the gradients)
-  sharing each load where they read the same rows of the other map.  The forward copies ``f2`` once into a row-major,
-  zero-padded ``(B, H, C, W')`` array, so its channel loop walks memory with a short stride, and
-  reads ``f1`` in place where every block of pixels lies inside its rows (else it copies it the
-  same way); the gradients read the inputs and the incoming gradient as they are, with masked
-  loads where a row ends inside a block.  This is the path of FlowNetC, PWC-Net and the other
+  sharing each load where they read the same rows of the other map.  The forward reads ``f2``'s
+  rows laid out row-major and zero-padded (``(C, W')`` per row), so its channel loop walks memory
+  with a short stride: each thread copies the rows it reads into a ring that stays in its cache
+  (or, where the ring would be too large, ``f2`` is copied once into a ``(B, H, C, W')`` array
+  first); it reads ``f1`` in place where every block of pixels lies inside its rows (else it copies
+  it the same way).  The gradients read the inputs and the incoming gradient as they are, with
+  masked loads where a row ends inside a block, and start from uninitialised buffers whose rows
+  each task zeroes before adding to them.  This is the path of FlowNetC, PWC-Net and the other
   workloads of the benchmarks.
 * Everything else (the absolute difference, ``stride1 > 1``) runs on the channel-vectorised path
   (:mod:`torchcorr.backends.cpu_kernels`): per output row and vertical displacement, channels-last
@@ -27,8 +30,8 @@ about the size of the output), then a strided, dilated box sum (and, backward, i
 Every gradient element has one writer and a fixed order of summation: results do not depend on
 the number of threads.
 
-Memory beyond the output: the forward's padded copies (of ``f2``, and of ``f1`` where it cannot be
-read in place); in the backward of a window larger than one tap, the incoming gradient spread onto
+Memory beyond the output: the forward's padded copies (the threads' rings of ``f2`` rows, at most
+1 MiB each, or a copy of ``f2``; a copy of ``f1`` where it cannot be read in place); in the backward of a window larger than one tap, the incoming gradient spread onto
 the one-tap grid a chunk at a time (at most half the output's size; the pixel-vectorised gradients
 read a one-tap gradient where it lies).
 
