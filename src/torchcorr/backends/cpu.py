@@ -31,7 +31,8 @@ Every gradient element has one writer and a fixed order of summation: results do
 the number of threads.
 
 Memory beyond the output: the forward's padded copies (the threads' rings of ``f2`` rows, at most
-1 MiB each, or a copy of ``f2``; a copy of ``f1`` where it cannot be read in place); in the backward of a window larger than one tap, the incoming gradient spread onto
+1 MiB each, or a copy of ``f2``; a copy of ``f1`` where it cannot be read in place); in the
+backward of a window larger than one tap, the incoming gradient spread onto
 the one-tap grid a chunk at a time (at most half the output's size; the pixel-vectorised gradients
 read a one-tap gradient where it lies).
 
