@@ -312,8 +312,7 @@ class _XProblem:
         a, a_strides, axo = self.a()
         geo, pair = self.geo(ty0, cnt), self.pair(cnt)
         count = self.gw + (self.dxn_pad - 1) * self.grid.sdx
-        itemsize = torch.empty((), dtype=self.acc).element_size()
-        rows = _xkernels.ring_rows(self.dims[2], count, itemsize, geo, pair)
+        rows = _xkernels.ring_rows(self.dims[2], count, torch.finfo(self.acc).bits // 8, geo, pair)
         # each thread copies the rows of f2 it reads (ring), else the copy of all of f2
         b, b_strides = self.nchw(self.f2) if rows else self.b()
         _xkernels.forward(

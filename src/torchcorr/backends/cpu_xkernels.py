@@ -17,9 +17,9 @@ with their channels together and their columns padded with zeros so that every b
 pixels (the last one included) and every block of displacements (the last one rounded up) can be
 read: the forward never tests a column.  Each thread copies the rows it reads into such a ring of
 rows, which stays in its L2 from one task to the next (``RING_BYTES``); where the ring would be too
-large the caller copies all of ``f2`` that way first.  ``f1`` is read in NCHW where every block of pixels lies inside
-its rows (each load of it serves every displacement of a block, so its long channel step costs
-little), else from a copy laid out like ``f2``'s.  The gradients loop over displacements and read
+large the caller copies all of ``f2`` that way first.  ``f1`` is read in NCHW where every block of
+pixels lies inside its rows (each load of it serves every displacement of a block, so its long
+channel step costs little), else from a copy laid out like ``f2``'s.  The gradients loop over displacements and read
 the inputs as they are (NCHW): a block's reads are masked to the columns inside the map at every
 displacement where a row ends inside the block (``_kranges``), and plain elsewhere.  Rows outside the maps are skipped
 (their products are zero).  The incoming gradient ``G`` (on the one-tap grid) is read where it
@@ -53,8 +53,9 @@ or four runs each): W2 -1 to -11% / -10 to -14%, W3 -11 to -14% / -25 to -28%, W
 threshold.
 
 Threads.  The forward and the ``f1`` gradient run one output row (or a group of rows) per task, the
-``f2`` gradient one ``f2`` row (or group) per task; every output or gradient element has one writer
-and a fixed order of summation, so results do not depend on the number of threads.
+``f2`` gradient one ``f2`` row (or group) per task (the forward's tasks in one contiguous run per
+thread, for its ring); every output or gradient element has one writer and a fixed order of
+summation, so results do not depend on the number of threads.
 """
 
 from __future__ import annotations
