@@ -239,9 +239,10 @@ def _rows(x: Tensor, acc: torch.dtype, first: int, count: int, width: int | None
 class _XProblem:
     """Arrays and integers of the pixel-vectorised kernels (see ``cpu_xkernels``) for one call.
 
-    The forward reads a copy of ``f2`` laid out by row and padded with zeros, and ``f1`` where it
-    lies when its pixels allow (else a copy like ``f2``'s); the gradients read the inputs as they
-    are (NCHW), masking what lies outside a row.
+    The forward reads ``f2``'s rows laid out by row and padded with zeros (from its threads' rings,
+    or from a copy of all of ``f2``), and ``f1`` where it lies when its pixels allow (else a copy
+    like ``f2``'s); the gradients read the inputs as they are (NCHW), masking what lies outside a
+    row.
     """
 
     def __init__(self, f1: Tensor, f2: Tensor, grid: _Grid, groups: int, acc: torch.dtype) -> None:
@@ -254,6 +255,7 @@ class _XProblem:
         self.dxn_pad = -(-grid.dxn // self.t_block) * self.t_block
         self.span = (grid.dxn - 1) * grid.sdx
         self.nz = grid.nx + self.span  # f2 columns a row of pixels reaches
+        self.bw = self.gw + (self.dxn_pad - 1) * grid.sdx  # columns of an f2 row as the forward reads it
         self.w = w
         self.dims = (b, groups, c // groups, h)
         self.x0, self.bx0 = grid.x0, grid.x0 + grid.dx0
@@ -277,8 +279,7 @@ class _XProblem:
     def b(self):
         """``f2`` as the forward reads it: its reachable columns, row-major, zeros elsewhere."""
         if self._b is None:
-            count = self.gw + (self.dxn_pad - 1) * self.grid.sdx
-            self._b = _rows(self.f2, self.acc, self.bx0, count)
+            self._b = _rows(self.f2, self.acc, self.bx0, self.bw)
         return self._b
 
     def nchw(self, x: Tensor):
@@ -311,13 +312,12 @@ class _XProblem:
     def forward(self, out: Tensor, scale: float, ty0: int, cnt: int) -> None:
         a, a_strides, axo = self.a()
         geo, pair = self.geo(ty0, cnt), self.pair(cnt)
-        count = self.gw + (self.dxn_pad - 1) * self.grid.sdx
-        rows = _xkernels.ring_rows(self.dims[2], count, torch.finfo(self.acc).bits // 8, geo, pair)
+        rows = _xkernels.ring_rows(self.dims[2], self.bw, torch.finfo(self.acc).bits // 8, geo, pair)
         # each thread copies the rows of f2 it reads (ring), else the copy of all of f2
         b, b_strides = self.nchw(self.f2) if rows else self.b()
         _xkernels.forward(
             self._arr(a), a_strides, axo, self._arr(b), b_strides, 0, self._arr(out), self.dims,
-            geo, pair, self.t_block, float(scale), (rows, self.bx0, count, self.w),
+            geo, pair, self.t_block, float(scale), (rows, self.bx0, self.bw, self.w),
         )  # fmt: skip
 
     def grad_f1(self, g: Tensor, g1: Tensor, scale: float, ty0: int, zero: int) -> None:
