@@ -141,17 +141,25 @@ def fast_problem(draw):
 
 @needs_numba
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fast_problem(), st.sampled_from([0, 1, 2, 3]), st.booleans(), st.sampled_from([-1, 0, 1, 2]))
-def test_fast_path_against_reference(prob, packed, ahead, ring):
+@given(
+    fast_problem(),
+    st.sampled_from([0, 1, 2, 3]),
+    st.booleans(),
+    st.sampled_from([-1, 0, 1, 2]),
+    st.sampled_from([2, 3]),
+)
+def test_fast_path_against_reference(prob, packed, ahead, ring, rows):
     """``packed``: the three-row gradients read the incoming gradient from copies packed that many
     blocks of pixels at a time (as they do from ``PACK_CHANNELS`` channels per group), or where it
     lies (0); ``ahead``: packing prefetches the next copy's lines (as up to ``PREFETCH_CHANNELS``);
     ``ring``: rows of ``f2`` in each forward thread's ring (0: the caller's copy of all of ``f2``; 1
-    or 2: fewer than a task reads, so rows are copied again; -1: as ``ring_rows`` chooses)."""
+    or 2: fewer than a task reads, so rows are copied again; -1: as ``ring_rows`` chooses);
+    ``rows``: output rows per forward block where rows share ``f2`` rows."""
     geometry, groups, shape = prob
     f1, f2 = _inputs(shape, seed=5)
     xk = cpu._xkernels
-    saved = xk.PACK_CHANNELS, xk.PACK_BLOCKS, xk.PREFETCH_CHANNELS, xk.ring_rows
+    saved = xk.PACK_CHANNELS, xk.PACK_BLOCKS, xk.PREFETCH_CHANNELS, xk.ring_rows, xk.FORWARD_ROWS
+    xk.FORWARD_ROWS = rows
     xk.PACK_CHANNELS = 0 if packed else 10**9
     xk.PACK_BLOCKS = max(packed, 1)
     xk.PREFETCH_CHANNELS = 10**9 if ahead else -1
@@ -166,7 +174,7 @@ def test_fast_path_against_reference(prob, packed, ahead, ring):
         only1, none2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f2=False)
         none1, only2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f1=False)
     finally:
-        xk.PACK_CHANNELS, xk.PACK_BLOCKS, xk.PREFETCH_CHANNELS, xk.ring_rows = saved
+        xk.PACK_CHANNELS, xk.PACK_BLOCKS, xk.PREFETCH_CHANNELS, xk.ring_rows, xk.FORWARD_ROWS = saved
         cpu._uninitialised = uninitialised
     assert none1 is None and none2 is None
     np.testing.assert_allclose(only1.numpy(), r1, rtol=1e-10, atol=1e-12)
@@ -211,6 +219,25 @@ def test_fast_path_gradients_three_rows_and_two(monkeypatch, triple, geo):
     _assert_product_matches_reference(f1, f2, _flownet(*geo))
     packed = triple == "packed"
     assert sorted(calls) == ([("grad_f1_triple_c8", packed), ("grad_f2_triple_c8", packed)] if triple else [])
+
+
+@needs_numba
+@pytest.mark.parametrize("rows", [2, 3])
+@pytest.mark.parametrize("geo", [(4, 1, 4, 1, 1), (6, 1, 4, 1, 1), (6, 1, 6, 1, 2)])
+@pytest.mark.parametrize("height", [7, 8])
+def test_fast_path_forward_rows(monkeypatch, rows, geo, height):
+    """The forward runs two or three output rows per block where they read the same ``f2`` rows,
+    and fewer at the displacement rows only some of them reach, in tasks the last of which holds
+    one or two rows (heights 7 and 8); with a padding wider than the displacements (6 against 4),
+    the first and last output rows lie outside ``f1``."""
+    xk = cpu._xkernels
+    used = []
+    real = xk.forward_rows
+    monkeypatch.setattr(xk, "forward_rows", lambda pair: used.append(real(pair)) or used[-1])
+    monkeypatch.setattr(xk, "FORWARD_ROWS", rows)
+    f1, f2 = _inputs((2, 3, height, 21))
+    _assert_product_matches_reference(f1, f2, _flownet(*geo))
+    assert used and set(used) == {rows}
 
 
 @needs_numba

@@ -66,6 +66,9 @@ def _host_lanes() -> int:
 LANES = _host_lanes()
 #: displacements per block of the pixel-vectorised forward (1 .. XT_MAX are generated)
 XT_MAX = 9
+#: output rows per block of the pixel-vectorised forward (rows that share each load of ``f2``;
+#: ``cpu_xkernels.FORWARD_ROWS`` picks one)
+XR_SIZES = (1, 2, 3)
 #: channels per block of the pixel-vectorised gradient sums, largest first (``cpu_xkernels``
 #: covers a group's channels with them).  Two rows x 12 channels of sums take 24 of AVX-512's 32
 #: vector registers: both gradients together 13% faster than blocks of 8 on W3, 4% on W1, 7% slower
@@ -333,11 +336,12 @@ FWD_DRIVER = '''@nb.njit(**_PJIT)
 def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale, ring, threads):
     """Forward in blocks of __R__ row(s) x __T__ displacements (see ``cpu_xkernels``).
 
-    ``ring = (rows, first, count, w)``: with ``rows`` 0, ``B`` is the caller's row-major copy of
-    ``f2``; else ``B`` is ``f2`` as it is, and each thread copies the rows it reads (columns
-    ``first .. first + count``, zeros outside the map) into a ring of ``rows`` rows laid out like
-    that copy, keeping them for the next rows of its tasks.  The tasks go in ``threads`` contiguous
-    runs, one per thread.
+    A task's rows are ``i0 + r*p`` for ``r < __R__`` (``pair = (p, qq)``; one row where ``p`` is 0),
+    which read the same ``f2`` row at displacement rows ``k + r*qq``.  ``ring = (rows, first,
+    count, w)``: with ``rows`` 0, ``B`` is the caller's row-major copy of ``f2``; else ``B`` is
+    ``f2`` as it is, and each thread copies the rows it reads (columns ``first .. first + count``,
+    zeros outside the map) into a ring of ``rows`` rows laid out like that copy, keeping them for
+    the next rows of its tasks.  The tasks go in ``threads`` contiguous runs, one per thread.
     """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
@@ -347,7 +351,8 @@ def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, p
     bc = rcount if nr else b_c  # the channel step of what the kernel reads
     p, qq = pair
     plane = ho * wo
-    nsub = ((ho + 2 * p - 1) // (2 * p)) * p if p > 0 else ho
+    span = __R__ * p  # output rows a run of ``p`` tasks covers
+    nsub = ((ho + span - 1) // span) * p if p > 0 else ho
     tstep = -plane if rev else plane
     ntask = nbat * groups * nsub
     nth = max(1, min(threads, ntask))
@@ -357,48 +362,38 @@ def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, p
         R = _lined(max(nr * rowsize, 1), out)
         R[:] = 0
         tags = np.full(max(nr, 1), -1, np.int64)
+        acc = _lined(__R__ * __T__ * LANES, out)
         for task in range(th * per, min(ntask, (th + 1) * per)):
             bg = task // nsub
             rem = task % nsub
-            i0 = (rem // p) * 2 * p + rem % p if p > 0 else rem
-            i1 = i0 + p if p > 0 else ho
+            i0 = (rem // p) * span + rem % p if p > 0 else rem
             if i0 >= ho:
                 continue
-            two = i1 < ho
+            nrow = min(__R__, (ho - 1 - i0) // p + 1) if p > 0 else 1  # the task's rows inside the output
             bi = bg // groups
             g = bg % groups
-            acc = _lined(__R__ * __T__ * LANES, out)
-            ya0 = y0 + i0 * sy
-            ya1 = y0 + i1 * sy
-            ok0 = (ya0 >= 0) & (ya0 < h)
-            ok1 = two & (ya1 >= 0) & (ya1 < h)
             cbase = bi * b_b + g * cg * b_c
-            # both rows are always computed (a clamped row stands in for one outside the map or past
-            # the last, and its results are not written)
-            abase0 = bi * a_b + g * cg * a_c + min(max(ya0, 0), h - 1) * a_r + axo
-            abase1 = bi * a_b + g * cg * a_c + min(max(ya1, 0), h - 1) * a_r + axo
-            ob0 = bg * dyn * dxn * plane + i0 * wo
-            ob1 = bg * dyn * dxn * plane + i1 * wo
-            lo = min(0, -qq) if two else 0
-            hi = max(dyn, dyn - qq) if two else dyn
+            ya_R_ = y0 + (i0 + _R_ * p) * sy
+            ok_R_ = (_R_ < nrow) & (ya_R_ >= 0) & (ya_R_ < h)  # else its rows are zeros
+            abase_R_ = bi * a_b + g * cg * a_c + ya_R_ * a_r + axo  # read only where ok_R_
+            ob_R_ = bg * dyn * dxn * plane + (i0 + _R_ * p) * wo
+            lo = min(0, -(nrow - 1) * qq)
+            hi = max(dyn, dyn - (nrow - 1) * qq)
             for k in range(lo, hi):
-                iy0 = k
-                iy1 = k + qq
-                v0 = (iy0 >= 0) & (iy0 < dyn)
-                v1 = two & (iy1 >= 0) & (iy1 < dyn)
-                yb = ya0 + dy0 + iy0 * sdy  # = ya1 + dy0 + iy1 * sdy for a pair
+                yb = ya0 + dy0 + k * sdy  # the f2 row every row reads (at its own displacement row)
                 inside = (yb >= 0) & (yb < h)
-                c0 = v0 & ok0 & inside
-                c1 = v1 & ok1 & inside
-                o0 = ob0 + iy0 * dxn * plane
-                o1 = ob1 + iy1 * dxn * plane
-                if v0 & ~c0:
-                    _zero_rows(out, o0, plane, dxn, wo)
-                if v1 & ~c1:
-                    _zero_rows(out, o1, plane, dxn, wo)
-                if ~(c0 | c1):
+                iy_R_ = k + _R_ * qq
+                v_R_ = (_R_ < nrow) & (iy_R_ >= 0) & (iy_R_ < dyn)
+                c_R_ = v_R_ & ok_R_ & inside
+                o_R_ = ob_R_ + iy_R_ * dxn * plane
+                if v_R_ & ~c_R_:
+                    _zero_rows(out, o_R_, plane, dxn, wo)
+                nv = $(int(c_R_)$ + $)  # the rows written: a run of consecutive ones from r0
+                if nv == 0:
                     continue
-                every = c0 if __R__ == 1 else c0 & c1
+                r0 = __R__
+                if c_R_ & (r0 > _R_):
+                    r0 = _R_
                 if nr:
                     slot = yb % nr
                     if tags[slot] != bg * h + yb:
@@ -409,21 +404,37 @@ def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, p
                 else:
                     Bk = B
                     bbase = cbase + yb * b_r + bxo
+                ab = ($(abase_R_$, $),)
+                oo = ($(o_R_$, $),)
                 for t0 in range(0, dxn, __T__):
                     T = min(__T__, dxn - t0)
                     ib = bbase + t0 * sdx
                     first = (dxn - 1 - t0) * plane if rev else t0 * plane
-                    for x in range(0, wo, LANES):
-                        n = min(LANES, wo - x)
-                        if every & (n == LANES) & (T == __T__):  # straight into the output
-                            xfwd_r__R__t__T__(A, abase0 + x, abase1 + x, a_c, Bk, ib + x, bc, sdx, cg, out, o0 + first + x, o1 + first + x, tstep, scale)
-                        else:
-                            xfwd_r__R__t__T__(A, abase0 + x, abase1 + x, a_c, Bk, ib + x, bc, sdx, cg, acc, 0, __T__ * LANES, LANES, scale)
-                            if c0:
-                                _put(out, o0 + x, plane, t0, T, dxn, rev, acc, 0, n)
-                            if c1:
-                                _put(out, o1 + x, plane, t0, T, dxn, rev, acc, (__R__ - 1) * __T__ * LANES, n)
+__LOOPS__
     return out'''
+
+#: The forward's blocks of one row of displacements for ``__N__`` of a task's rows, ``r0`` on
+#: (``nv``: how many it writes; a run of rows past the edges of the displacement rows or the map
+#: runs as a block of fewer rows rather than reading a stand-in row and discarding its sums).
+FWD_ROWS = """                    __IF__ nv == __N__:
+                        for x in range(0, wo, LANES):
+                            n = min(LANES, wo - x)
+                            if (n == LANES) & (T == __T__):  # straight into the output
+                                xfwd_r__N__t__T__(A, ($(ab[r0 + _R_] + x$, $),), a_c, Bk, ib + x, bc, sdx, cg, out, ($(oo[r0 + _R_] + first + x$, $),), tstep, scale)
+                            else:
+                                xfwd_r__N__t__T__(A, ($(ab[r0 + _R_] + x$, $),), a_c, Bk, ib + x, bc, sdx, cg, acc, ($(_R_ * __T__ * LANES$, $),), LANES, scale)
+                                for s in range(__N__):
+                                    _put(out, oo[r0 + s] + x, plane, t0, T, dxn, rev, acc, s * __T__ * LANES, n)"""
+
+
+def _forward_driver(rows: int, disps: int) -> str:
+    """``forward_r{rows}t{disps}``: a block of every row a task writes, else of the run it writes."""
+    loops = [
+        _per_row(_sub(FWD_ROWS, N=n, T=disps).replace("__IF__", "if" if n == rows else "elif"), n)
+        for n in range(rows, 0, -1)
+    ]
+    return _per_row(_sub(FWD_DRIVER, R=rows, T=disps).replace("__LOOPS__", "\n".join(loops)), rows)
+
 
 KRANGES = '''@nb.njit(**_JIT)
 def _kranges(lo, hi, st, dxn, flo, fhi):
@@ -1061,6 +1072,31 @@ def _sub(template: str, **values: int) -> str:
     return template
 
 
+def _per_row(template: str, rows: int) -> str:
+    """Spells out a template's code for ``rows`` rows.
+
+    ``$(expr$sep$)`` becomes ``expr`` for each row, joined by ``sep``; every other line holding
+    ``_R_`` (with the block it opens, if it ends in a colon) is repeated once per row.  ``_R_``
+    stands for the row's number.
+    """
+
+    def each(m: re.Match) -> str:
+        return m.group(2).join(m.group(1).replace("_R_", str(r)) for r in range(rows))
+
+    src = re.sub(r"\$\((.*?)\$(.*?)\$\)", each, template).split("\n")
+    out, i = [], 0
+    while i < len(src):
+        j = i + 1
+        if "_R_" in src[i] and src[i].endswith(":"):
+            depth = len(src[i]) - len(src[i].lstrip())
+            while j < len(src) and len(src[j]) - len(src[j].lstrip()) > depth:
+                j += 1
+        block = "\n".join(src[i:j])
+        out += [block.replace("_R_", str(r)) for r in range(rows)] if "_R_" in src[i] else [block]
+        i = j
+    return "\n".join(out)
+
+
 def _natural(name: str) -> list:
     """Sort key with numbers compared as numbers (the order ruff's import sorting keeps)."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
@@ -1068,7 +1104,7 @@ def _natural(name: str) -> list:
 
 def xsource() -> str:
     """The full text of ``_cpu_xvec.py``."""
-    kernels = [f"xfwd_r{r_}t{t_}" for r_ in (1, 2) for t_ in range(1, XT_MAX + 1)]
+    kernels = [f"xfwd_r{r_}t{t_}" for r_ in XR_SIZES for t_ in range(1, XT_MAX + 1)]
     kernels += [name for name, *_ in sum_kernels()] + ["xpack"]
     names = "".join(f"    {n},\n" for n in ["LANES", *sorted(kernels, key=_natural)])
     # numba's on-disk cache is keyed on this file alone: naming the kernels' source here makes a
@@ -1077,7 +1113,7 @@ def xsource() -> str:
     header = XHEADER.replace("__IMPORTS__", f"from ._cpu_simd import (\n{names})")
     parts = [header.replace("__SIMD_HASH__", f"_cpu_simd.py sha256 {digest}")]
     parts.append(XHELPERS)
-    parts += [_sub(FWD_DRIVER, R=r_, T=t_) for r_ in (1, 2) for t_ in range(1, XT_MAX + 1)]
+    parts += [_forward_driver(r_, t_) for r_ in XR_SIZES for t_ in range(1, XT_MAX + 1)]
     parts.append(KRANGES)
     parts += [_sub(SUMS, K=k_) for k_ in XC_SIZES]
     parts += [_sub(G1_DRIVER, K=k_) for k_ in XC_SIZES]

@@ -10,10 +10,10 @@ small block fully unrolled first), silently falling back to scalar code 5-10x sl
 Indices are 64-bit integers used with wrapping arithmetic, so a negative stride is fine.  The
 caller guarantees that every unmasked vector read lies inside its array.
 
-* ``xfwd_r{R}t{T}(A, ia0, ia1, acs, B, ib, bcs, bst, C, D, d0, d1, dst, scale)``: for rows ``r < R``
-  and displacements ``t < T``, ``D[d_r + t*dst + l] = scale * sum_{c<C} A[ia_r + c*acs + l] *
-  B[ib + c*bcs + t*bst + l]`` (``ia1``, ``d1`` are ignored when ``R == 1``): ``R`` rows of ``f1``
-  share each load of an ``f2`` row.
+* ``xfwd_r{R}t{T}(A, ia, acs, B, ib, bcs, bst, C, D, d, dst, scale)``: for rows ``r < R`` and
+  displacements ``t < T``, ``D[d[r] + t*dst + l] = scale * sum_{c<C} A[ia[r] + c*acs + l] *
+  B[ib + c*bcs + t*bst + l]`` (``ia``, ``d``: tuples of ``R`` offsets): ``R`` rows of ``f1`` share
+  each load of an ``f2`` row.
 * ``xsum_c{K}(G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, D, d0, dcs, scale, add)``: for channels
   ``j < K``, ``s_j = sum_{i<ni, k<nk} G[g0 + i*gsi + k*gsk + l] * X[x0 + j*xcs + i*xsi + k*xsk + l]``
   and ``D[d0 + j*dcs + l] = scale * s_j`` (``+=`` when ``add``): both gradients are this sum.
@@ -46,9 +46,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._cpu_codegen import LANES, XC3_SIZES, XC_SIZES, XT_MAX, sum_kernels
+from ._cpu_codegen import LANES, XC3_SIZES, XC_SIZES, XR_SIZES, XT_MAX, sum_kernels
 
-__all__ = ["LANES", "XC3_SIZES", "XC_SIZES", "XT_MAX"]  # and the kernels, added below
+__all__ = ["LANES", "XC3_SIZES", "XC_SIZES", "XR_SIZES", "XT_MAX"]  # and the kernels, added below
 
 _I64 = ir.IntType(64)
 
@@ -187,24 +187,24 @@ class _Emit:
 
 
 def _fwd(rows: int, disps: int):
-    def kernel(typingctx, A, ia0, ia1, acs, B, ib, bcs, bst, C, D, d0, d1, dst, scale):
-        sig = types.void(A, ia0, ia1, acs, B, ib, bcs, bst, C, D, d0, d1, dst, scale)
+    def kernel(typingctx, A, ia, acs, B, ib, bcs, bst, C, D, d, dst, scale):
+        sig = types.void(A, ia, acs, B, ib, bcs, bst, C, D, d, dst, scale)
 
         def codegen(context, builder, signature, args):
             e = _Emit(context, builder, signature, args)
             vty, align = e.vector_type(0), e.item_size(0)
-            a, b, out = e.data(0), e.data(4), e.data(9)
-            ia = [e.int64(1), e.int64(2)][:rows]
-            acs_, ib_, bcs_, bst_, c_ = e.int64(3), e.int64(5), e.int64(6), e.int64(7), e.int64(8)
-            dr = [e.int64(10), e.int64(11)][:rows]
-            dst_ = e.int64(12)
-            sv = e.splat(e.scalar(13, signature.args[0].dtype), vty)
+            a, b, out = e.data(0), e.data(3), e.data(8)
+            ia_ = cgutils.unpack_tuple(builder, args[1], rows)
+            dr = cgutils.unpack_tuple(builder, args[9], rows)
+            acs_, ib_, bcs_, bst_, c_ = e.int64(2), e.int64(4), e.int64(5), e.int64(6), e.int64(7)
+            dst_ = e.int64(10)
+            sv = e.splat(e.scalar(11, signature.args[0].dtype), vty)
             ibt = [builder.add(ib_, builder.mul(bst_, _const(t))) for t in range(disps)]
             slots = e.accumulators(rows * disps, vty)
             fma = e.fma(vty)
             with cgutils.for_range(builder, c_) as loop:
                 c = loop.index
-                av = [e.load(a, builder.add(ia[r], builder.mul(c, acs_)), vty, align) for r in range(rows)]
+                av = [e.load(a, builder.add(ia_[r], builder.mul(c, acs_)), vty, align) for r in range(rows)]
                 pb = builder.mul(c, bcs_)
                 e.prefetch(b, builder.add(builder.add(ibt[0], pb), _const(AHEAD)))
                 for t in range(disps):
@@ -315,7 +315,7 @@ def _sum(name: str, channels: int, streams: int, masked: bool, packed: bool = Fa
     return intrinsic(scope[name])
 
 
-for _r in (1, 2):
+for _r in XR_SIZES:
     for _t in range(1, XT_MAX + 1):
         globals()[f"xfwd_r{_r}t{_t}"] = _fwd(_r, _t)
         __all__.append(f"xfwd_r{_r}t{_t}")

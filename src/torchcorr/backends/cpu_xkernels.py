@@ -29,14 +29,19 @@ pixels with nothing around them, masked the same way.
 How the work is split.  Pixels go in blocks of ``LANES`` along a row (one vector register; the
 kernels of ``_cpu_simd``, called by the drivers of ``_cpu_xvec``), the reduction runs over channels
 (forward), displacements (``f1`` gradient) or output rows and displacements (``f2`` gradient) with
-the block's sums in registers.  Two output rows that read the same ``f2`` row (rows ``i`` and
-``i + p`` at vertical displacements ``ty`` and ``ty + qq``) share each load of it; the gradients
-take three such rows at a time (``i + 2p`` at ``ty + 2qq``; for the ``f2`` gradient three ``f2``
-rows that meet the same output row) on blocks of 8 channels, three rows x 8 channels of sums in
-registers: each shifted load of the other input then feeds three FMAs instead of two, which made
-the ``f1`` / ``f2`` gradients 13-14% / 11% faster on W2 and 13% / 18% on W1 (W3 -6% / even:
-measured alternating in one process).  The displacement rows that only some of the rows reach run
-as two- or one-row sums.
+the block's sums in registers.  Output rows that read the same ``f2`` row (rows ``i``, ``i + p``
+and ``i + 2p`` at vertical displacements ``ty``, ``ty + qq`` and ``ty + 2qq``) share each load of
+it.  The forward takes three such rows at a time (``FORWARD_ROWS``; three rows x 9 displacements
+of sums in registers), the gradients three on blocks of 8 channels (for the ``f2`` gradient three
+``f2`` rows that meet the same output row; three rows x 8 channels of sums): each shifted load of
+the other input then feeds three FMAs instead of two.  Those loads mostly straddle two cache lines
+(a shift of one pixel), which costs a load port more than an aligned load: with two rows the
+forward's kernel ran 74-127 GFLOP/s on one core from L1 (against 155 with aligned shifts, the
+spread following the host's busy and quiet minutes), with three 134-154.  Alternating in one
+process against two rows: the forward on W2 -19 to -25%, W3 -13%, W1 -10 to +2%; the ``f1`` /
+``f2`` gradients 13-14% / 11% faster on W2 and 13% / 18% on W1 (W3 -6% / even).  The displacement
+rows that only some of the rows reach run as blocks of fewer rows (as two- or one-row sums in the
+gradients).
 
 Packed incoming gradient.  Where a group has at least ``PACK_CHANNELS`` channels, a three-row
 gradient task first copies, for each block of pixels (``PACK_BLOCKS`` neighbouring blocks at a
@@ -89,6 +94,9 @@ PACK_BLOCKS = 2
 #: -4%; W3 (128) and W1 (256) even, and W1's ``f1`` gradient +10% with the first, two-line hint (its
 #: copies are 185 KB: prefetching the next one pushes the other input out of L2).
 PREFETCH_CHANNELS = 64
+#: Output rows per forward block where rows share ``f2`` rows (2 or 3; see the module docstring).
+FORWARD_ROWS = 3
+
 #: The most bytes of ``f2`` rows a forward thread keeps in its ring (see ``forward_r*``): where the
 #: rows a task reads, and the next task's, fit, each thread copies the rows it reads into a ring
 #: that stays in its L2 instead of the caller copying all of ``f2`` to memory first, which the
@@ -139,14 +147,19 @@ def ring_rows(cg: int, count: int, itemsize: int, geo: tuple, pair: tuple[int, i
     """
     dyn, sy, sdy = geo[2], geo[5], geo[7]
     p, qq = pair
-    rows = (dyn - 1 + abs(qq)) * abs(sdy) + 1 + 2 * max(p, 1) * sy
+    r = forward_rows(pair)
+    rows = (dyn - 1 + (r - 1) * abs(qq)) * abs(sdy) + 1 + r * max(p, 1) * sy
     return rows if rows * cg * count * itemsize <= RING_BYTES else 0
+
+
+def forward_rows(pair: tuple[int, int]) -> int:
+    """Output rows per forward block: ``FORWARD_ROWS`` where rows share ``f2`` rows, else one."""
+    return FORWARD_ROWS if pair[0] > 0 else 1
 
 
 def forward(a, a_strides, axo, b, b_strides, bxo, out, dims, geo, pair, t_block, scale, ring) -> None:
     """Every element of ``out`` (flat ``(nbat, groups, dyn, dxn, ho, wo)``); ``ring`` as for the drivers."""
-    rows = 2 if pair[0] > 0 else 1
-    driver = getattr(xv, f"forward_r{rows}t{t_block}")
+    driver = getattr(xv, f"forward_r{forward_rows(pair)}t{t_block}")
     driver(a, a_strides, axo, b, b_strides, bxo, out, dims, geo, pair, scale, ring, numba.get_num_threads())
 
 
