@@ -147,19 +147,22 @@ def fast_problem(draw):
     st.booleans(),
     st.sampled_from([-1, 0, 1, 2]),
     st.sampled_from([2, 3]),
+    st.booleans(),
 )
-def test_fast_path_against_reference(prob, packed, ahead, ring, rows):
+def test_fast_path_against_reference(prob, packed, ahead, ring, rows, stream):
     """``packed``: the three-row gradients read the incoming gradient from copies packed that many
     blocks of pixels at a time (as they do from ``PACK_CHANNELS`` channels per group), or where it
     lies (0); ``ahead``: packing prefetches the next copy's lines (as up to ``PREFETCH_CHANNELS``);
     ``ring``: rows of ``f2`` in each forward thread's ring (0: the caller's copy of all of ``f2``; 1
     or 2: fewer than a task reads, so rows are copied again; -1: as ``ring_rows`` chooses);
-    ``rows``: output rows per forward block where rows share ``f2`` rows."""
+    ``rows``: output rows per forward block where rows share ``f2`` rows; ``stream``: the forward
+    writes with streaming stores whatever the output's size, where its rows hold whole blocks."""
     geometry, groups, shape = prob
     f1, f2 = _inputs(shape, seed=5)
     xk = cpu._xkernels
-    saved = xk.PACK_CHANNELS, xk.PACK_BLOCKS, xk.PREFETCH_CHANNELS, xk.ring_rows, xk.FORWARD_ROWS
+    saved = xk.PACK_CHANNELS, xk.PACK_BLOCKS, xk.PREFETCH_CHANNELS, xk.ring_rows, xk.FORWARD_ROWS, xk.STREAM_BYTES
     xk.FORWARD_ROWS = rows
+    xk.STREAM_BYTES = 0 if stream else 1 << 62
     xk.PACK_CHANNELS = 0 if packed else 10**9
     xk.PACK_BLOCKS = max(packed, 1)
     xk.PREFETCH_CHANNELS = 10**9 if ahead else -1
@@ -174,7 +177,7 @@ def test_fast_path_against_reference(prob, packed, ahead, ring, rows):
         only1, none2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f2=False)
         none1, only2 = cpu.backward(grad, f1, f2, geometry, groups, "product", 0.3, need_f1=False)
     finally:
-        xk.PACK_CHANNELS, xk.PACK_BLOCKS, xk.PREFETCH_CHANNELS, xk.ring_rows, xk.FORWARD_ROWS = saved
+        xk.PACK_CHANNELS, xk.PACK_BLOCKS, xk.PREFETCH_CHANNELS, xk.ring_rows, xk.FORWARD_ROWS, xk.STREAM_BYTES = saved
         cpu._uninitialised = uninitialised
     assert none1 is None and none2 is None
     np.testing.assert_allclose(only1.numpy(), r1, rtol=1e-10, atol=1e-12)
@@ -238,6 +241,30 @@ def test_fast_path_forward_rows(monkeypatch, rows, geo, height):
     f1, f2 = _inputs((2, 3, height, 21))
     _assert_product_matches_reference(f1, f2, _flownet(*geo))
     assert used and set(used) == {rows}
+
+
+@needs_numba
+@pytest.mark.parametrize("width", [32, 33])
+def test_fast_path_forward_streams_whole_rows(monkeypatch, width):
+    """From ``STREAM_BYTES`` on (here always) the forward writes its result with streaming stores
+    where every output row holds whole blocks of pixels (32 columns), else with plain ones (33);
+    the results match the reference either way."""
+    from torchcorr.backends import _cpu_xvec
+
+    xk = cpu._xkernels
+    monkeypatch.setattr(xk, "STREAM_BYTES", 0)
+    streams = []
+    for name in ("forward_r3t5", "forward_r1t5"):
+        real = getattr(_cpu_xvec, name)
+        monkeypatch.setattr(_cpu_xvec, name, lambda *a, _r=real: streams.append(a[-2]) or _r(*a))
+    f1, f2 = _inputs((2, 3, 7, width))
+    for s2 in (1, -1):  # -1: displacements written in reverse order
+        geometry = _flownet(2, 1, 2, 1, 1)  # output rows as wide as the map
+        if s2 < 0:
+            x = geometry.x
+            geometry = Geometry(geometry.y, AxisGeometry(x.pad_before, x.pad_after, 1, 1, 1, -x.disp_start, 5, -1))
+        _assert_product_matches_reference(f1, f2, geometry)
+    assert streams == [int(width % cpu._LANES == 0)] * 2
 
 
 @needs_numba

@@ -333,7 +333,7 @@ def _pack_plan(ua, ub, dxn, packed):
     return full, umin, nu, npk'''
 
 FWD_DRIVER = '''@nb.njit(**_PJIT)
-def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale, ring, threads):
+def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, pair, scale, ring, stream, threads):
     """Forward in blocks of __R__ row(s) x __T__ displacements (see ``cpu_xkernels``).
 
     A task's rows are ``i0 + r*p`` for ``r < __R__`` (``pair = (p, qq)``; one row where ``p`` is 0),
@@ -342,6 +342,8 @@ def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, p
     ``f2`` as it is, and each thread copies the rows it reads (columns ``first .. first + count``,
     zeros outside the map) into a ring of ``rows`` rows laid out like that copy, keeping them for
     the next rows of its tasks.  The tasks go in ``threads`` contiguous runs, one per thread.
+    ``stream``: whole blocks go straight to ``out`` with streaming stores (every row of ``out``
+    starts a line and holds whole blocks).
     """
     nbat, groups, cg, h = dims
     ho, wo, dyn, dxn, y0, sy, dy0, sdy, sdx, rev = geo
@@ -411,6 +413,8 @@ def forward_r__R__t__T__(A, a_strides, axo, B, b_strides, bxo, out, dims, geo, p
                     ib = bbase + t0 * sdx
                     first = (dxn - 1 - t0) * plane if rev else t0 * plane
 __LOOPS__
+        if stream:
+            xsfence()
     return out'''
 
 #: The forward's blocks of one row of displacements for ``__N__`` of a task's rows, ``r0`` on
@@ -420,9 +424,9 @@ FWD_ROWS = """                    __IF__ nv == __N__:
                         for x in range(0, wo, LANES):
                             n = min(LANES, wo - x)
                             if (n == LANES) & (T == __T__):  # straight into the output
-                                xfwd_r__N__t__T__(A, ($(ab[r0 + _R_] + x$, $),), a_c, Bk, ib + x, bc, sdx, cg, out, ($(oo[r0 + _R_] + first + x$, $),), tstep, scale)
+                                xfwd_r__N__t__T__(A, ($(ab[r0 + _R_] + x$, $),), a_c, Bk, ib + x, bc, sdx, cg, out, ($(oo[r0 + _R_] + first + x$, $),), tstep, scale, stream)
                             else:
-                                xfwd_r__N__t__T__(A, ($(ab[r0 + _R_] + x$, $),), a_c, Bk, ib + x, bc, sdx, cg, acc, ($(_R_ * __T__ * LANES$, $),), LANES, scale)
+                                xfwd_r__N__t__T__(A, ($(ab[r0 + _R_] + x$, $),), a_c, Bk, ib + x, bc, sdx, cg, acc, ($(_R_ * __T__ * LANES$, $),), LANES, scale, 0)
                                 for s in range(__N__):
                                     _put(out, oo[r0 + s] + x, plane, t0, T, dxn, rev, acc, s * __T__ * LANES, n)"""
 
@@ -1105,7 +1109,7 @@ def _natural(name: str) -> list:
 def xsource() -> str:
     """The full text of ``_cpu_xvec.py``."""
     kernels = [f"xfwd_r{r_}t{t_}" for r_ in XR_SIZES for t_ in range(1, XT_MAX + 1)]
-    kernels += [name for name, *_ in sum_kernels()] + ["xpack"]
+    kernels += [name for name, *_ in sum_kernels()] + ["xpack", "xsfence"]
     names = "".join(f"    {n},\n" for n in ["LANES", *sorted(kernels, key=_natural)])
     # numba's on-disk cache is keyed on this file alone: naming the kernels' source here makes a
     # change to them (inlined into every driver) a change to this file

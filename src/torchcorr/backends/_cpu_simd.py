@@ -10,10 +10,12 @@ small block fully unrolled first), silently falling back to scalar code 5-10x sl
 Indices are 64-bit integers used with wrapping arithmetic, so a negative stride is fine.  The
 caller guarantees that every unmasked vector read lies inside its array.
 
-* ``xfwd_r{R}t{T}(A, ia, acs, B, ib, bcs, bst, C, D, d, dst, scale)``: for rows ``r < R`` and
+* ``xfwd_r{R}t{T}(A, ia, acs, B, ib, bcs, bst, C, D, d, dst, scale, nt)``: for rows ``r < R`` and
   displacements ``t < T``, ``D[d[r] + t*dst + l] = scale * sum_{c<C} A[ia[r] + c*acs + l] *
   B[ib + c*bcs + t*bst + l]`` (``ia``, ``d``: tuples of ``R`` offsets): ``R`` rows of ``f1`` share
-  each load of an ``f2`` row.
+  each load of an ``f2`` row.  With ``nt`` non-zero the stores are streaming ones, and every
+  ``D[d[r] + t*dst]`` must start a 64-byte line (``xsfence`` before another thread reads).
+* ``xsfence()``: orders the streaming stores made so far before every later store.
 * ``xsum_c{K}(G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, D, d0, dcs, scale, add)``: for channels
   ``j < K``, ``s_j = sum_{i<ni, k<nk} G[g0 + i*gsi + k*gsk + l] * X[x0 + j*xcs + i*xsi + k*xsk + l]``
   and ``D[d0 + j*dcs + l] = scale * s_j`` (``+=`` when ``add``): both gradients are this sum.
@@ -113,6 +115,16 @@ class _Emit:
         ptr = self.builder.bitcast(self.builder.gep(data, [index]), vty.as_pointer())
         self.builder.store(value, ptr, align=align)
 
+    def store_nt(self, value, data, index, vty, align):
+        """A non-temporal (streaming) store of a whole vector to ``data[index]``, ``align`` bytes aligned.
+
+        The line goes to memory without being read first or kept in the caches; the caller runs
+        :func:`xsfence` before another thread reads it.
+        """
+        ptr = self.builder.bitcast(self.builder.gep(data, [index]), vty.as_pointer())
+        st = self.builder.store(value, ptr, align=align)
+        st.set_metadata("nontemporal", self.builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+
     def store_or_add(self, add, value, data, index, vty, align):
         """``data[index:] = value``, or ``+= value`` where the boolean ``add`` holds."""
         with self.builder.if_else(add) as (then, otherwise):
@@ -187,8 +199,8 @@ class _Emit:
 
 
 def _fwd(rows: int, disps: int):
-    def kernel(typingctx, A, ia, acs, B, ib, bcs, bst, C, D, d, dst, scale):
-        sig = types.void(A, ia, acs, B, ib, bcs, bst, C, D, d, dst, scale)
+    def kernel(typingctx, A, ia, acs, B, ib, bcs, bst, C, D, d, dst, scale, nt):
+        sig = types.void(A, ia, acs, B, ib, bcs, bst, C, D, d, dst, scale, nt)
 
         def codegen(context, builder, signature, args):
             e = _Emit(context, builder, signature, args)
@@ -212,10 +224,15 @@ def _fwd(rows: int, disps: int):
                     for r in range(rows):
                         s = slots[r * disps + t]
                         builder.store(builder.call(fma, [av[r], bv, builder.load(s)]), s)
-            for r in range(rows):
-                for t in range(disps):
-                    value = builder.fmul(builder.load(slots[r * disps + t]), sv)
-                    e.store(value, out, builder.add(dr[r], builder.mul(dst_, _const(t))), vty, align)
+            values = [builder.fmul(builder.load(s), sv) for s in slots]
+            at = [builder.add(dr[r], builder.mul(dst_, _const(t))) for r in range(rows) for t in range(disps)]
+            with builder.if_else(builder.icmp_signed("!=", e.int64(12), _const(0))) as (streaming, plain):
+                with streaming:
+                    for value, index in zip(values, at, strict=True):
+                        e.store_nt(value, out, index, vty, 64)
+                with plain:
+                    for value, index in zip(values, at, strict=True):
+                        e.store(value, out, index, vty, align)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -385,3 +402,18 @@ def _pack():
 
 xpack = _pack()
 __all__.append("xpack")
+
+
+@intrinsic
+def xsfence(typingctx):
+    """``sfence``: the streaming stores made so far are seen by every thread before later stores."""
+
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence")
+        builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+__all__.append("xsfence")

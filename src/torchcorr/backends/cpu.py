@@ -309,7 +309,12 @@ class _XProblem:
     def _arr(x: Tensor):
         return x.view(-1).numpy()
 
-    def forward(self, out: Tensor, scale: float, ty0: int, cnt: int) -> None:
+    def forward(self, out: Tensor, scale: float, ty0: int, cnt: int, final: bool = False) -> None:
+        """Fills ``out`` (displacement rows ``ty0 .. ty0 + cnt``).
+
+        ``final``: the caller returns ``out`` as it is (nothing reads it here), so a large one may
+        be written with streaming stores.
+        """
         a, a_strides, axo = self.a()
         geo, pair = self.geo(ty0, cnt), self.pair(cnt)
         rows = _xkernels.ring_rows(self.dims[2], self.bw, torch.finfo(self.acc).bits // 8, geo, pair)
@@ -317,7 +322,7 @@ class _XProblem:
         b, b_strides = self.nchw(self.f2) if rows else self.b()
         _xkernels.forward(
             self._arr(a), a_strides, axo, self._arr(b), b_strides, 0, self._arr(out), self.dims,
-            geo, pair, self.t_block, float(scale), (rows, self.bx0, self.bw, self.w),
+            geo, pair, self.t_block, float(scale), (rows, self.bx0, self.bw, self.w), final,
         )  # fmt: skip
 
     def grad_f1(self, g: Tensor, g1: Tensor, scale: float, ty0: int, zero: int) -> None:
@@ -394,8 +399,8 @@ def _xforward(f1: Tensor, f2: Tensor, geometry: Geometry, grid: _Grid, groups: i
     b = f1.shape[0]
     out = _empty((b, groups, grid.dyn, grid.dxn, grid.ho, grid.wo), acc, _CPU)
     prob = _XProblem(f1, f2, grid, groups, acc)
-    if grid.unit:
-        prob.forward(out, scale, 0, grid.dyn)
+    if grid.unit:  # the output as it is, unless it must be converted to f1's dtype
+        prob.forward(out, scale, 0, grid.dyn, final=acc == f1.dtype)
         return out
     for ty0, cnt in grid.chunks(1.25):  # all rows at once when that is about the output's size
         part = _empty((b, groups, cnt, grid.dxn, grid.ny, grid.nx), acc, _CPU)
