@@ -9,16 +9,16 @@ Two families of kernels:
   the pixel-vectorised path (:mod:`torchcorr.backends.cpu_xkernels`): vectors of ``LANES``
   consecutive output pixels (one vector register of float32: 16 with AVX-512, else 8), explicit
   SIMD written as LLVM IR (:mod:`._cpu_simd`), sums held in registers while the loop runs over
-  channels (forward) or displacements (gradients), and two output rows (three in the gradients)
-  sharing each load where they read the same rows of the other map.  The forward reads ``f2``'s
+  channels (forward) or displacements (gradients), and three output rows sharing each load where
+  they read the same rows of the other map.  The forward reads ``f2``'s
   rows laid out row-major and zero-padded (``(C, W')`` per row), so its channel loop walks memory
   with a short stride: each thread copies the rows it reads into a ring that stays in its cache
   (or, where the ring would be too large, ``f2`` is copied once into a ``(B, H, C, W')`` array
   first); it reads ``f1`` in place where every block of pixels lies inside its rows (else it copies
-  it the same way).  The gradients read the inputs and the incoming gradient as they are, with
-  masked loads where a row ends inside a block, and start from uninitialised buffers whose rows
-  each task zeroes before adding to them.  This is the path of FlowNetC, PWC-Net and the other
-  workloads of the benchmarks.
+  it the same way), and writes a large result with streaming stores.  The gradients read the
+  inputs and the incoming gradient as they are, with masked loads where a row ends inside a
+  block, and start from uninitialised buffers whose rows each task zeroes before adding to them.
+  This is the path of FlowNetC, PWC-Net and the other workloads of the benchmarks.
 * Everything else (the absolute difference, ``stride1 > 1``) runs on the channel-vectorised path
   (:mod:`torchcorr.backends.cpu_kernels`): per output row and vertical displacement, channels-last
   row buffers and blocks of pixels x displacements per pass over the channels.
