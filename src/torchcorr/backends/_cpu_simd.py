@@ -43,6 +43,8 @@ elements further along its row (the next block's line).
 
 from __future__ import annotations
 
+import platform
+
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -227,9 +229,9 @@ def _fwd(rows: int, disps: int):
             values = [builder.fmul(builder.load(s), sv) for s in slots]
             at = [builder.add(dr[r], builder.mul(dst_, _const(t))) for r in range(rows) for t in range(disps)]
             with builder.if_else(builder.icmp_signed("!=", e.int64(12), _const(0))) as (streaming, plain):
-                with streaming:
+                with streaming:  # each block starts a line, or a vector where that is shorter
                     for value, index in zip(values, at, strict=True):
-                        e.store_nt(value, out, index, vty, 64)
+                        e.store_nt(value, out, index, vty, min(64, LANES * align))
                 with plain:
                     for value, index in zip(values, at, strict=True):
                         e.store(value, out, index, vty, align)
@@ -404,13 +406,22 @@ xpack = _pack()
 __all__.append("xpack")
 
 
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+
+
 @intrinsic
 def xsfence(typingctx):
-    """``sfence``: the streaming stores made so far are seen by every thread before later stores."""
+    """Makes the streaming stores so far seen by every thread before later stores.
+
+    ``sfence`` on x86; elsewhere a full fence (the intrinsic exists on x86 only).
+    """
 
     def codegen(context, builder, signature, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence")
-        builder.call(fn, [])
+        if _X86:
+            fnty = ir.FunctionType(ir.VoidType(), [])
+            builder.call(cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse.sfence"), [])
+        else:
+            builder.fence("seq_cst")
         return context.get_dummy_value()
 
     return types.void(), codegen

@@ -100,8 +100,9 @@ FORWARD_ROWS = 3
 #: Output size (bytes) from which the forward writes its result with streaming stores, which send
 #: each line to memory without reading it first (a plain store reads the line for ownership, then
 #: writes it back) or keeping it in the caches.  Alternating in one process against plain stores:
-#: W2 (18.6 MB) forward -4 to -15%, W3 (2.3 MB) -12 to -20%, W1 -7%.  Not for an output read again
-#: at once (W4's one-tap volume, which the box filter reads next: +13%), nor a small one.
+#: W2 (18.6 MB) forward -4 to -25% in the host's slow minutes and even (+-3%) in quiet ones, W3
+#: (2.3 MB) -12 to -20%, W1 -5 to -7%.  Not for an output read again at once (W4's one-tap volume,
+#: which the box filter reads next: +13%), nor a small one.
 STREAM_BYTES = 1 << 20
 
 #: The most bytes of ``f2`` rows a forward thread keeps in its ring (see ``forward_r*``): where the
