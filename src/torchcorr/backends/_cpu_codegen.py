@@ -420,7 +420,7 @@ __LOOPS__
 #: The forward's blocks of one row of displacements for ``__N__`` of a task's rows, ``r0`` on
 #: (``nv``: how many it writes; a run of rows past the edges of the displacement rows or the map
 #: runs as a block of fewer rows rather than reading a stand-in row and discarding its sums).
-FWD_ROWS = """                    __IF__ nv == __N__:
+FWD_BLOCKS = """                    __IF__ nv == __N__:
                         for x in range(0, wo, LANES):
                             n = min(LANES, wo - x)
                             if (n == LANES) & (T == __T__):  # straight into the output
@@ -434,7 +434,7 @@ FWD_ROWS = """                    __IF__ nv == __N__:
 def _forward_driver(rows: int, disps: int) -> str:
     """``forward_r{rows}t{disps}``: a block of every row a task writes, else of the run it writes."""
     loops = [
-        _per_row(_sub(FWD_ROWS, N=n, T=disps).replace("__IF__", "if" if n == rows else "elif"), n)
+        _per_row(_sub(FWD_BLOCKS, N=n, T=disps).replace("__IF__", "if" if n == rows else "elif"), n)
         for n in range(rows, 0, -1)
     ]
     return _per_row(_sub(FWD_DRIVER, R=rows, T=disps).replace("__LOOPS__", "\n".join(loops)), rows)

@@ -14,7 +14,8 @@ caller guarantees that every unmasked vector read lies inside its array.
   displacements ``t < T``, ``D[d[r] + t*dst + l] = scale * sum_{c<C} A[ia[r] + c*acs + l] *
   B[ib + c*bcs + t*bst + l]`` (``ia``, ``d``: tuples of ``R`` offsets): ``R`` rows of ``f1`` share
   each load of an ``f2`` row.  With ``nt`` non-zero the stores are streaming ones, and every
-  ``D[d[r] + t*dst]`` must start a 64-byte line (``xsfence`` before another thread reads).
+  ``D[d[r] + t*dst]`` must start a 64-byte line, or a vector where a vector is shorter (``xsfence``
+  before another thread reads).
 * ``xsfence()``: orders the streaming stores made so far before every later store.
 * ``xsum_c{K}(G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, D, d0, dcs, scale, add)``: for channels
   ``j < K``, ``s_j = sum_{i<ni, k<nk} G[g0 + i*gsi + k*gsk + l] * X[x0 + j*xcs + i*xsi + k*xsk + l]``

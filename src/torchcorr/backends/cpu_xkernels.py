@@ -150,8 +150,9 @@ def gradient_runs(cg: int, shared: bool) -> tuple[int, list[tuple[int, int, int]
 def ring_rows(cg: int, count: int, itemsize: int, geo: tuple, pair: tuple[int, int]) -> int:
     """Rows of ``f2`` in each forward thread's ring (0: none; the caller copies ``f2`` first).
 
-    Enough rows for every row one task reads (``dyn`` displacement rows, one more for a pair of
-    output rows) and the rows the next task moves on, where they fit in ``RING_BYTES``.
+    Enough rows for every row one task reads (``dyn`` displacement rows, ``|qq|`` more for each of
+    its output rows after the first) and the rows the next task moves on, where they fit in
+    ``RING_BYTES``.
     """
     dyn, sy, sdy = geo[2], geo[5], geo[7]
     p, qq = pair
