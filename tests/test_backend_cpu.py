@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 
@@ -435,6 +436,30 @@ def test_deterministic_across_threads():
         torch.set_num_threads(old)
     for x, y in zip(*results, strict=True):
         assert torch.equal(x, y)
+
+
+@needs_numba
+def test_keeps_torch_thread_count():
+    """Starting numba's pool (here larger than torch's count) leaves torch's thread count alone.
+
+    In a fresh process: numba's OpenMP pool sets OpenMP's count to its own size when it starts, and
+    torch reads its count from the same runtime.
+    """
+    code = (
+        "import torch, numba\n"
+        "from torchcorr.backends import cpu\n"
+        "from torchcorr._geometry import AxisGeometry, Geometry\n"
+        "ax = AxisGeometry(pad_before=1, pad_after=1, stride=1, kernel_size=1, kernel_dilation=1,"
+        " disp_start=-1, disp_count=3, disp_step=1)\n"
+        "a = torch.randn(1, 4, 6, 7, requires_grad=True)\n"
+        "out = cpu.forward(a, a, Geometry(ax, ax), 1, 'product', 1.0)\n"
+        "cpu.backward(torch.ones_like(out), a, a, Geometry(ax, ax), 1, 'product', 1.0)\n"
+        "print(torch.get_num_threads(), numba.get_num_threads())\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "1"]
 
 
 @needs_numba

@@ -186,6 +186,29 @@ def test_compile_dynamic_true_inductor_forward_backward():
     assert counter.frame_count == 1
 
 
+# faces built from other ops: the concatenation volume, the all-pairs product, xcorr2's FFT or loop
+_NO_CUSTOM_OP = {"stereo_concat", "raft_all_pairs_step", "xcorr2"}
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n not in _NO_CUSTOM_OP])
+def test_compile_traces_the_registered_op(name):
+    """torch.compile sees the torchcorr op (fast kernels), not the composite that export traces.
+
+    Up to torch 2.11 at least, TorchDynamo answered ``torch.compiler.is_exporting()`` with ``True``
+    under torch.compile too (pytorch/pytorch#176347), which sent compiled models down the composite.
+    """
+    torch._dynamo.reset()
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch.compile(CASES[name], backend=capture, fullgraph=True)(*_inputs(*SIZES[0]))
+    targets = {str(n.target) for gm in graphs for n in gm.graph.nodes if n.op == "call_function"}
+    assert any(t.startswith("torchcorr.") for t in targets), targets
+
+
 # --------------------------------------------------------------------------------------------
 # torch.export
 # --------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 ``torch.export`` and ``torch.onnx.export(..., dynamo=True)`` see only standard aten ops when a
 face runs :func:`correlation` below, so the exported program needs neither torchcorr nor a custom
-ONNX domain to run.  The faces switch here under :func:`active` (``torch.compiler.is_exporting()``
+ONNX domain to run.  The faces switch here under :func:`active` (while ``torch.export`` traces,
 unless :func:`keep_custom_ops` is in effect); ``torch.compile`` keeps the registered op.
 
 The code is written for symbolic heights and widths: Python loops run over the displacement grid
@@ -29,9 +29,23 @@ __all__ = ["active", "axis_plan", "correlation", "keep_custom_ops"]
 _keep_ops = False
 
 
+def _exporting() -> bool:
+    """Whether ``torch.export`` (or an exporter built on it) is tracing.
+
+    Reads the flag behind ``torch.compiler.is_exporting()`` where it exists: up to torch 2.11 at
+    least, TorchDynamo replaced a call of that function by the constant ``True`` while tracing, so
+    ``torch.compile`` would have traced the composite as well (pytorch/pytorch#176347).  The flag
+    itself holds the right value under both.
+    """
+    flag = getattr(torch.compiler, "_is_exporting_flag", None)
+    if isinstance(flag, bool):
+        return flag
+    return torch.compiler.is_exporting()
+
+
 def active() -> bool:
     """Whether the faces should trace the composite path instead of the registered op."""
-    return torch.compiler.is_exporting() and not _keep_ops
+    return _exporting() and not _keep_ops
 
 
 @contextlib.contextmanager

@@ -182,11 +182,22 @@ class _Grid:
 
 
 def _threads() -> None:
+    """Runs numba's parallel loops on as many threads as torch uses (at most numba's pool).
+
+    Starting numba's OpenMP pool sets OpenMP's thread count for the calling thread to the pool's
+    size, and torch reads its own count from the same OpenMP runtime: without the restore below, a
+    process that asked torch for fewer threads (``torch.set_num_threads``, ``OMP_NUM_THREADS``)
+    would find that count raised to every core after its first call here (and torch.compile would
+    recompile on the changed global state).
+    """
     import numba
 
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    torch_threads = torch.get_num_threads()
+    n = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
     if numba.get_num_threads() != n:
         numba.set_num_threads(n)
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
 
 
 def _zero(acc: torch.dtype):
