@@ -248,6 +248,21 @@ def test_composite_switch_only_under_export():
         assert not _composite.active()
 
 
+def test_composite_switch_reads_the_export_flag(monkeypatch):
+    """The switch follows the flag torch.export sets, and falls back to is_exporting() without it."""
+    from torchcorr import _composite
+
+    monkeypatch.setattr(torch.compiler, "_is_exporting_flag", True, raising=False)
+    assert _composite.active()
+    with torchcorr.keep_custom_ops():
+        assert not _composite.active()
+    monkeypatch.delattr(torch.compiler, "_is_exporting_flag", raising=False)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    assert _composite.active()
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: False)
+    assert not _composite.active()
+
+
 # --------------------------------------------------------------------------------------------
 # ONNX
 # --------------------------------------------------------------------------------------------
