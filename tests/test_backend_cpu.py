@@ -448,12 +448,12 @@ def test_keeps_torch_thread_count():
     code = (
         "import torch, numba\n"
         "from torchcorr.backends import cpu\n"
-        "from torchcorr._geometry import AxisGeometry, Geometry\n"
-        "ax = AxisGeometry(pad_before=1, pad_after=1, stride=1, kernel_size=1, kernel_dilation=1,"
-        " disp_start=-1, disp_count=3, disp_step=1)\n"
+        "from torchcorr._geometry import Geometry, flownet_axis\n"
+        "ax = flownet_axis(2, 1, 1, 1, 1)\n"
+        "geometry = Geometry(ax, ax)\n"
         "a = torch.randn(1, 4, 6, 7, requires_grad=True)\n"
-        "out = cpu.forward(a, a, Geometry(ax, ax), 1, 'product', 1.0)\n"
-        "cpu.backward(torch.ones_like(out), a, a, Geometry(ax, ax), 1, 'product', 1.0)\n"
+        "out = cpu.forward(a, a, geometry, 1, 'product', 1.0)\n"
+        "cpu.backward(torch.ones_like(out), a, a, geometry, 1, 'product', 1.0)\n"
         "print(torch.get_num_threads(), numba.get_num_threads())\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}

@@ -198,14 +198,9 @@ def test_compile_traces_the_registered_op(name):
     under torch.compile too (pytorch/pytorch#176347), which sent compiled models down the composite.
     """
     torch._dynamo.reset()
-    graphs = []
-
-    def capture(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    torch.compile(CASES[name], backend=capture, fullgraph=True)(*_inputs(*SIZES[0]))
-    targets = {str(n.target) for gm in graphs for n in gm.graph.nodes if n.op == "call_function"}
+    backend = torch._dynamo.testing.EagerAndRecordGraphs()
+    torch.compile(CASES[name], backend=backend, fullgraph=True)(*_inputs(*SIZES[0]))
+    targets = {str(n.target) for gm in backend.graphs for n in gm.graph.nodes if n.op == "call_function"}
     assert any(t.startswith("torchcorr.") for t in targets), targets
 
 
