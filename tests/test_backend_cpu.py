@@ -529,3 +529,16 @@ def test_bench_quick_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "% of matmul" in proc.stdout and "torch " in proc.stdout
     assert out.exists()
+
+
+def test_bench_warm_up_is_bounded(monkeypatch):
+    from torchcorr.bench import harness
+
+    calls = []
+    harness._warm_up(lambda: calls.append(1))
+    assert len(calls) == harness.WARMUP_CALLS  # quick calls: all of them
+    clock = iter(range(0, 100, 3))  # every call takes 3 s of a fake clock
+    monkeypatch.setattr(harness.time, "perf_counter", lambda: float(next(clock)))
+    calls.clear()
+    harness._warm_up(lambda: calls.append(1))
+    assert len(calls) == 1  # a slow call: one is enough

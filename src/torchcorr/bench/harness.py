@@ -1,9 +1,10 @@
 """Timing and memory measurement for the workloads of :mod:`torchcorr.bench.workloads`.
 
-* Times are medians of ``repeat`` runs after one warm-up run (the first call, JIT compilation or
-  loading from the disk cache included, is reported apart as ``first_ms``): forward (no autograd),
-  forward + backward, and backward as their difference.  The incoming gradient (ones) is made once
-  by the warm-up run and reused: making it is the next layer's work, not the op's.
+* Times are medians of ``repeat`` runs (the first call, JIT compilation or loading from the disk
+  cache included, is reported apart as ``first_ms``): forward (no autograd), forward + backward, and
+  backward as their difference, each after a few untimed calls that bring the process's memory
+  allocator to its steady state (:func:`_warm_up`).  The incoming gradient (ones) is made once
+  by the first call and reused: making it is the next layer's work, not the op's.
 * Useful GFLOP/s = the definition's flops (forward) x 3 (forward + backward) / time; the fraction of
   the machine's float32 matmul throughput is measured right around each row: three matmuls just
   before its timings and three just after (the shared machines this runs on change speed by up to
@@ -81,6 +82,25 @@ def environment() -> dict[str, str]:
     }
 
 
+WARMUP_CALLS = 5
+WARMUP_SECONDS = 1.0
+
+
+def _warm_up(fn: Callable[[], object]) -> None:
+    """Untimed calls until the process runs ``fn`` in its steady state.
+
+    Up to :data:`WARMUP_CALLS` calls, fewer where they add up to :data:`WARMUP_SECONDS` (one at
+    least).  glibc's heap grows over the first few steps of a new pattern of large allocations (W2:
+    up to four forward + backward steps, each faulting in a fresh 7.3 MB gradient buffer, 1.4-2 ms
+    apiece), which a training loop pays once, not at every step.
+    """
+    t0 = time.perf_counter()
+    for _ in range(WARMUP_CALLS):
+        fn()
+        if time.perf_counter() - t0 > WARMUP_SECONDS:
+            break
+
+
 def _median_ms(fn: Callable[[], object], repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -132,7 +152,9 @@ def time_workload(w: Workload, impl: str, quick: bool, repeat: int) -> Result:
     first = (time.perf_counter() - t0) * 1e3
     size = 1024 if quick else 2048
     before = matmul_gflops(size, 3)
+    _warm_up(fwd)
     fwd_ms = _median_ms(fwd, repeat)
+    _warm_up(both)
     both_ms = _median_ms(both, repeat)
     matmul = (before + matmul_gflops(size, 3)) / 2
     flops = w.flops(quick)
