@@ -21,6 +21,7 @@ worked examples of ``semantics.md`` as doctests.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -132,10 +133,17 @@ class Geometry:
 
     @classmethod
     def from_list(cls, values: Sequence[int]) -> Geometry:
-        """Inverse of :meth:`as_list`."""
+        """Inverse of :meth:`as_list`.
+
+        The ops rebuild their geometry from this list at every forward and backward; a process
+        sees few distinct ones, so those of plain ints are kept (validated once).
+        """
         if len(values) != 16:
             raise ValueError(f"geometry must hold 16 integers, got {len(values)}")
-        v = [int(a) for a in values]
+        key = tuple(values)
+        if all(type(a) is int for a in key):
+            return _from_ints(key)
+        v = [int(a) for a in key]
         return cls(AxisGeometry(*v[:8]), AxisGeometry(*v[8:]))
 
     def out_hw(self, h: int, w: int) -> tuple[int, int]:
@@ -146,6 +154,11 @@ class Geometry:
     def kernel_area(self) -> int:
         """Number of window taps (``ky * kx``)."""
         return self.y.kernel_size * self.x.kernel_size
+
+
+@functools.lru_cache(maxsize=256)
+def _from_ints(values: tuple[int, ...]) -> Geometry:
+    return Geometry(AxisGeometry(*values[:8]), AxisGeometry(*values[8:]))
 
 
 def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
