@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from torchcorr import backends
-from torchcorr._geometry import AxisGeometry, Geometry
+from torchcorr._geometry import AxisGeometry, Geometry, flownet_axis
 from torchcorr.backends import pure
 
 from .reference.correlation import general_reference, general_reference_grad
@@ -183,6 +183,32 @@ def test_fast_path_against_reference(prob, packed, ahead, ring, rows, stream):
     assert none1 is None and none2 is None
     np.testing.assert_allclose(only1.numpy(), r1, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(only2.numpy(), r2, rtol=1e-10, atol=1e-12)
+
+
+@needs_numba
+@pytest.mark.parametrize(
+    "geometry, groups, shape",
+    [
+        (Geometry(flownet_axis(4, 1, 4, 1, 1), flownet_axis(4, 1, 4, 1, 1)), 1, (2, 32, 11, 32)),  # W2's
+        (Geometry(flownet_axis(2, 1, 2, 1, 2), flownet_axis(2, 1, 2, 1, 2)), 2, (1, 44, 10, 48)),  # groups
+        (Geometry(AxisGeometry(0, 0, 2, 1, 1, -2, 3, 2), AxisGeometry(0, 0, 1, 1, 1, -3, 7, 1)), 1, (1, 16, 13, 16)),
+    ],
+)
+def test_f1_gradient_streaming_stores(monkeypatch, geometry, groups, shape):
+    """Where the ``f1`` gradient's blocks tile its rows, whole blocks write their sums with streaming
+    stores and only the others' lines are zeroed first: every element still right (NaN-filled
+    buffers), and the driver was asked to stream."""
+    xk = cpu._xkernels
+    monkeypatch.setattr(xk, "GRAD_STREAM_BYTES", 0)
+    monkeypatch.setattr(xk, "PACK_CHANNELS", 0)
+    monkeypatch.setattr(cpu, "_uninitialised", lambda shape, dtype: torch.full(shape, float("nan"), dtype=dtype))
+    zeros = []
+    name = f"grad_f1_triple_c{xk.XC3_SIZES[0]}"
+    real = getattr(xk.xv, name)
+    monkeypatch.setattr(xk.xv, name, lambda *a: zeros.append(a[-1]) or real(*a))
+    f1, f2 = _inputs(shape, seed=3)
+    _assert_product_matches_reference(f1, f2, geometry, groups, 0.7)
+    assert zeros == [2]
 
 
 @needs_numba

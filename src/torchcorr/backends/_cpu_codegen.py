@@ -534,15 +534,17 @@ def _gsum_rows_c__K__(rows, G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D
 
 
 @nb.njit(**_JIT)
-def _gsum_packed_c__K__(P, p0, rs, ks, nu, kr, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, lo, st, mn, llo, lhi, acc):
+def _gsum_packed_c__K__(P, p0, rs, ks, nu, kr, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, lo, st, mn, llo, lhi, acc, mode):
     """Three rows of sums over ``nu`` rows of ``u`` from the packed incoming gradient ``P`` (see ``_pack``).
 
     ``kr``: ``_kranges`` of the block; ``lo, st, mn``: where ``X``'s row lies, as there.
     Straight into ``D`` where the block is whole, else through ``acc`` (lanes ``llo .. lhi``).
+    ``mode`` 2 (a whole block that reads no masked displacement, and nothing else adds to it):
+    the sums are written with streaming stores instead of added.
     """
     k0, f0, f1, k1 = kr
     if (llo == 0) & (lhi == LANES):
-        xsum3p_c__K__(P, p0 + f0 * LANES, rs, ks, LANES, nu, f1 - f0, X, x0 + f0 * xsk, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1)
+        xsum3p_c__K__(P, p0 + f0 * LANES, rs, ks, LANES, nu, f1 - f0, X, x0 + f0 * xsk, xcs, xsi, xsk, D, d0, dd, dcs, scale, mode)
         if k0 < f0:
             xsum3m_c__K__(P, p0, rs, ks, LANES, nu, k0, f0, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, mn, 0, LANES)
         if f1 < k1:
@@ -602,7 +604,16 @@ def grad_f1_triple_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_h
             cuts[2 * r] = ua[r]
             cuts[2 * r + 1] = ub[r] + 1
         cuts.sort()
-        if zero:  # this task's rows of the gradient, before it adds to them
+        # packed, with all three rows inside the map: one three-row sum over every u any of them
+        # reads, from a copy of the incoming gradient with zeros where a row does not read u
+        full, umin, nu, npk = _pack_plan(ua, ub, dxn, packed)
+        # zero 2, a packed task whose blocks tile its rows (the caller checked that they start
+        # lines): the whole blocks that read no masked displacement write their sums with
+        # streaming stores (nothing else adds to them); only the other blocks' lines are zeroed
+        stream = (zero == 2) & full & (ax0 == 0) & (wo == w) & (w % LANES == 0)
+        ab0 = (bi * ctot + g * cg) * hw + (y0 + i0 * sy) * w + ax0
+        dd = p * sy * w
+        if zero and not stream:  # this task's rows of the gradient, before it adds to them
             for r in range(3):
                 i = i0 + r * p
                 ya = y0 + i * sy
@@ -611,13 +622,8 @@ def grad_f1_triple_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_h
         acc = _lined(3 * __K__ * LANES, GA)
         gb0 = bg * g_bg + i0 * g_i + ((dxn - 1) * g_t if rev else 0)
         xb0 = bi * b_b + g * cg * b_c + (y0 + i0 * sy + dy0) * b_r + bxo
-        ab0 = (bi * ctot + g * cg) * hw + (y0 + i0 * sy) * w + ax0
         gd = p * g_i + qq * g_y
-        dd = p * sy * w
         xsi = sdy * b_r
-        # packed, with all three rows inside the map: one three-row sum over every u any of them
-        # reads, from a copy of the incoming gradient with zeros where a row does not read u
-        full, umin, nu, npk = _pack_plan(ua, ub, dxn, packed)
         ks = dxn * LANES
         rs = nu * ks
         P = _lined(npk * 3 * rs if full else 1, GA)
@@ -628,16 +634,25 @@ def grad_f1_triple_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_h
                 _pack(P, G, gb0 + x, p * g_i, g_y, gsk, ua, ub, qq, umin, nu, dxn, 0, wo - x, 0, min(npk, nxb - xb), ahead, xb == 0)
             llo = max(lane_lo - x, 0)
             lhi = min(lane_hi - x, LANES)
-            if lhi <= llo:
+            if lhi <= llo:  # (never where ``stream``: its blocks tile the rows)
                 continue
             xl = -(bxo + x)  # f2's row lies in lanes xl - k*sdx .. xl + w - k*sdx at displacement k
             kr = _kranges(xl, xl + w, -sdx, dxn, llo, lhi)
+            mode = 1
+            if stream:
+                if (llo == 0) & (lhi == LANES) & (kr[0] == kr[1]) & (kr[2] == kr[3]):
+                    mode = 2
+                else:  # this block's lines of the task's rows, before the sums add to them
+                    for r in range(3):
+                        for c in range(c_lo, c_hi):
+                            o = ab0 + r * dd + c * hw + x
+                            GA[o : o + LANES] = 0
             p0 = (xb % npk) * 3 * rs if full else 0
             for c0 in range(c_lo, c_hi, __K__):
                 o0 = ab0 + c0 * hw + x
                 xc = xb0 + c0 * b_c + x
                 if full:
-                    _gsum_packed_c__K__(P, p0, rs, ks, nu, kr, B, xc + umin * xsi, b_c, xsi, sdx, GA, o0, dd, hw, scale, xl, -sdx, w, llo, lhi, acc)
+                    _gsum_packed_c__K__(P, p0, rs, ks, nu, kr, B, xc + umin * xsi, b_c, xsi, sdx, GA, o0, dd, hw, scale, xl, -sdx, w, llo, lhi, acc, mode)
                     continue
                 for s in range(5):
                     u0 = cuts[s]
@@ -646,6 +661,8 @@ def grad_f1_triple_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_h
                     if u1 > u0 and n > 0:
                         gg = gb0 + first * gd + u0 * g_y + x
                         _gsum_rows_c__K__(n, G, gg, gd, g_y, gsk, u1 - u0, dxn, B, xc + u0 * xsi, b_c, xsi, sdx, GA, o0 + first * dd, dd, hw, scale, xl, xl + w, -sdx, llo, lhi, acc)
+        if stream:
+            xsfence()
     return GA'''
 
 
@@ -732,7 +749,7 @@ def grad_f2_triple_c__K__(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo,
                 o0 = rb0 + c0 * hw + z
                 if full:
                     xx = bi * a_b + g * cg * a_c + (y0 + ib0 - umin * sdy) * a_r + axo + c0 * a_c + z
-                    _gsum_packed_c__K__(P, p0, rs, ks, nu, kr, A, xx, a_c, asi, -sdx, GB, o0, dd, hw, scale, pl - z, sdx, ph - pl, llo, lhi, acc)
+                    _gsum_packed_c__K__(P, p0, rs, ks, nu, kr, A, xx, a_c, asi, -sdx, GB, o0, dd, hw, scale, pl - z, sdx, ph - pl, llo, lhi, acc, 1)
                     continue
                 for s in range(5):
                     u0 = cuts[s]

@@ -136,6 +136,18 @@ class _Emit:
             with otherwise:
                 self.store(value, data, index, vty, align)
 
+    def store_add_or_stream(self, mode, value, data, index, vty, align):
+        """As :meth:`store_or_add` for ``mode`` 0 (store) and 1 (add); 2: a streaming store.
+
+        With 2, ``data[index]`` must start a 64-byte line (or a vector, where that is shorter).
+        """
+        b = self.builder
+        with b.if_else(b.icmp_signed("==", mode, _const(2))) as (streaming, other):
+            with streaming:
+                self.store_nt(value, data, index, vty, min(64, LANES * align))
+            with other:
+                self.store_or_add(b.icmp_signed("!=", mode, _const(0)), value, data, index, vty, align)
+
     def prefetch(self, data, index, locality=3):
         """A hint to bring ``data[index]``'s cache line in (``llvm.prefetch`` of a read).
 
@@ -323,7 +335,10 @@ def _sum(name: str, channels: int, streams: int, masked: bool, packed: bool = Fa
                 for j in range(channels):
                     index = builder.add(builder.add(v["d0"], dofs[r]), builder.mul(v["dcs"], _const(j)))
                     value = builder.fmul(builder.load(slots[r * channels + j]), sv)
-                    e.store_or_add(add_, value, out, index, vty, align)
+                    if packed:
+                        e.store_add_or_stream(v["add"], value, out, index, vty, align)
+                    else:
+                        e.store_or_add(add_, value, out, index, vty, align)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -336,15 +336,16 @@ class _XProblem:
             geo, pair, self.t_block, float(scale), (rows, self.bx0, self.bw, self.w), final,
         )  # fmt: skip
 
-    def grad_f1(self, g: Tensor, g1: Tensor, scale: float, ty0: int, zero: int) -> None:
+    def grad_f1(self, g: Tensor, g1: Tensor, scale: float, ty0: int, zero: int, final: bool = False) -> None:
         """``g``: a chunk ``(B, G, cnt, Dx, ny, nx)`` (contiguous) of the incoming gradient.
 
         ``zero``: ``g1`` is uninitialised; zero it (where the kernels' tasks do not, before they add).
+        ``final``: no later chunk adds to ``g1``.
         """
         b, b_strides = self.nchw(self.f2)
         _xkernels.grad_f1(
             self._arr(g), self._strides(g), self._arr(b), b_strides, self.bx0, self._arr(g1), self.w,
-            self.x0, self.dims, self.geo(ty0, g.shape[2]), self.pair(g.shape[2]), float(scale), zero,
+            self.x0, self.dims, self.geo(ty0, g.shape[2]), self.pair(g.shape[2]), float(scale), zero, final,
         )  # fmt: skip
 
     def grad_f2(self, g: Tensor, g2: Tensor, scale: float, ty0: int, zero: int) -> None:
@@ -439,7 +440,7 @@ def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None
     zero = 1  # the first chunk's kernels zero the (uninitialised) gradients
     for ty0, g in chunks:
         if g1 is not None:
-            prob.grad_f1(g, g1, scale, ty0, zero)
+            prob.grad_f1(g, g1, scale, ty0, zero, final=grid.unit)
         if g2 is not None:
             prob.grad_f2(g, g2, scale, ty0, zero)
         zero = 0

@@ -105,6 +105,10 @@ FORWARD_ROWS = 3
 #: which the box filter reads next: +13%), nor a small one.
 STREAM_BYTES = 1 << 20
 
+#: ``f1`` gradient size (bytes) from which its whole blocks write their sums with streaming stores
+#: instead of adding them to rows zeroed first (when it is the caller's result in one pass).
+GRAD_STREAM_BYTES = 1 << 20
+
 #: The most bytes of ``f2`` rows a forward thread keeps in its ring (see ``forward_r*``): where the
 #: rows a task reads, and the next task's, fit, each thread copies the rows it reads into a ring
 #: that stays in its L2 instead of the caller copying all of ``f2`` to memory first, which the
@@ -203,16 +207,20 @@ def _zero_rest(arr, dims, w, n3: int, rows: list[int]) -> None:
         v[:, :, :n3, rows] = 0
 
 
-def grad_f1(g, g_strides, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale, zero) -> None:
+def grad_f1(g, g_strides, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale, zero, final=False) -> None:
     """Adds the gradient with respect to ``f1`` to ``ga`` (flat NCHW), or with ``zero`` writes it.
 
     Three (else two) output rows at a time where they share ``f2`` rows (``pair`` as for
     :func:`forward`), in blocks of ``XC3_SIZES[0]`` channels; the channels left over in pairs.
     With ``zero``, ``ga`` is uninitialised: each three-row task zeroes its rows before it adds to
     them (while they are in its cache, where a zero-filled buffer is written to memory and read
-    back), and what no task owns is zeroed here first.
+    back), and what no task owns is zeroed here first.  ``final`` (with ``zero``): nothing else
+    adds to ``ga`` after this call, so from ``GRAD_STREAM_BYTES`` on, where the blocks of pixels
+    start lines, whole blocks are written with streaming stores.
     """
     n3, runs = gradient_runs(dims[2], pair[0] > 0)
+    if zero and final and ga.nbytes >= GRAD_STREAM_BYTES and ga.ctypes.data % 64 == 0 and w % LANES == 0:
+        zero = 2  # the driver checks the rest (blocks that tile the rows)
     if zero:
         ho, y0, sy, h = geo[0], geo[4], geo[5], dims[3]
         owned = {y0 + i * sy for i in range(ho)}
