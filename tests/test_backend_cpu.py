@@ -187,28 +187,35 @@ def test_fast_path_against_reference(prob, packed, ahead, ring, rows, stream):
 
 @needs_numba
 @pytest.mark.parametrize(
-    "geometry, groups, shape",
+    "geometry, groups, shape, streamed",
     [
-        (Geometry(flownet_axis(4, 1, 4, 1, 1), flownet_axis(4, 1, 4, 1, 1)), 1, (2, 32, 11, 32)),  # W2's
-        (Geometry(flownet_axis(2, 1, 2, 1, 2), flownet_axis(2, 1, 2, 1, 2)), 2, (1, 44, 10, 48)),  # groups
-        (Geometry(AxisGeometry(0, 0, 2, 1, 1, -2, 3, 2), AxisGeometry(0, 0, 1, 1, 1, -3, 7, 1)), 1, (1, 16, 13, 16)),
+        (Geometry(flownet_axis(4, 1, 4, 1, 1), flownet_axis(4, 1, 4, 1, 1)), 1, (2, 32, 11, 32), ["f1", "f2"]),
+        (Geometry(flownet_axis(2, 1, 2, 1, 2), flownet_axis(2, 1, 2, 1, 2)), 2, (1, 44, 10, 48), ["f1", "f2"]),
+        # rows no output row reads (row stride 2); the f2 gradient then runs one row at a time
+        (
+            Geometry(AxisGeometry(0, 0, 2, 1, 1, -2, 3, 2), AxisGeometry(0, 0, 1, 1, 1, -3, 7, 1)),
+            1,
+            (1, 16, 13, 16),
+            ["f1"],
+        ),
     ],
 )
-def test_f1_gradient_streaming_stores(monkeypatch, geometry, groups, shape):
-    """Where the ``f1`` gradient's blocks tile its rows, whole blocks write their sums with streaming
-    stores and only the others' lines are zeroed first: every element still right (NaN-filled
-    buffers), and the driver was asked to stream."""
+def test_gradient_streaming_stores(monkeypatch, geometry, groups, shape, streamed):
+    """Where a gradient's blocks tile its rows, whole blocks write their sums with streaming stores
+    and only the others' lines are zeroed first: every element still right (NaN-filled buffers),
+    and both drivers were asked to stream."""
     xk = cpu._xkernels
     monkeypatch.setattr(xk, "GRAD_STREAM_BYTES", 0)
     monkeypatch.setattr(xk, "PACK_CHANNELS", 0)
     monkeypatch.setattr(cpu, "_uninitialised", lambda shape, dtype: torch.full(shape, float("nan"), dtype=dtype))
     zeros = []
-    name = f"grad_f1_triple_c{xk.XC3_SIZES[0]}"
-    real = getattr(xk.xv, name)
-    monkeypatch.setattr(xk.xv, name, lambda *a: zeros.append(a[-1]) or real(*a))
+    for grad in ("f1", "f2"):
+        name = f"grad_{grad}_triple_c{xk.XC3_SIZES[0]}"
+        real = getattr(xk.xv, name)
+        monkeypatch.setattr(xk.xv, name, lambda *a, _g=grad, _r=real: zeros.append((_g, a[-1])) or _r(*a))
     f1, f2 = _inputs(shape, seed=3)
     _assert_product_matches_reference(f1, f2, geometry, groups, 0.7)
-    assert zeros == [2]
+    assert sorted(zeros) == [(grad, 2) for grad in streamed]
 
 
 @needs_numba

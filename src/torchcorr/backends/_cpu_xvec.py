@@ -4481,16 +4481,18 @@ def grad_f2_triple_c8(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_h
             cuts[2 * r] = ua[r]
             cuts[2 * r + 1] = ub[r] + 1
         cuts.sort()
-        if zero:  # this task's rows of the gradient, before it adds to them
+        # packed, with all three rows reached: one three-row sum over every u any of them reads,
+        # from a copy of the incoming gradient with zeros where a row does not read u
+        full, umin, nu, npk = _pack_plan(ua, ub, dxn, packed)
+        # zero 2: streaming stores where the blocks tile the rows, as in grad_f1_triple_c8
+        stream = (zero == 2) & full & (bx0 <= 0) & (lane_hi - lane_lo == w) & (w % LANES == 0)
+        if zero and not stream:  # this task's rows of the gradient, before it adds to them
             for r in range(3):
                 yb = yb0 + r * d
                 if yb < h:
                     _zero_rows(GB, (bi * ctot + g * cg + c_lo) * hw + yb * w, hw, c_hi - c_lo, w)
         acc = _lined(3 * 8 * LANES, GB)
         rb0 = (bi * ctot + g * cg) * hw + yb0 * w + bx0
-        # packed, with all three rows reached: one three-row sum over every u any of them reads,
-        # from a copy of the incoming gradient with zeros where a row does not read u
-        full, umin, nu, npk = _pack_plan(ua, ub, dxn, packed)
         ks = dxn * LANES
         rs = nu * ks
         P = _lined(npk * 3 * rs if full else 1, GB)
@@ -4503,12 +4505,21 @@ def grad_f2_triple_c8(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_h
             llo = max(lane_lo - z, 0)
             lhi = min(lane_hi - z, LANES)
             kr = _kranges(pl - z, ph - z, sdx, dxn, llo, lhi)
+            mode = 1
+            if stream:
+                if (llo == 0) & (lhi == LANES) & (kr[0] == kr[1]) & (kr[2] == kr[3]):
+                    mode = 2
+                else:  # this block's lines of the task's rows, before the sums add to them
+                    for r in range(3):
+                        for c in range(c_lo, c_hi):
+                            o = rb0 + r * dd + c * hw + z
+                            GB[o : o + LANES] = 0
             p0 = (zb % npk) * 3 * rs if full else 0
             for c0 in range(c_lo, c_hi, 8):
                 o0 = rb0 + c0 * hw + z
                 if full:
                     xx = bi * a_b + g * cg * a_c + (y0 + ib0 - umin * sdy) * a_r + axo + c0 * a_c + z
-                    _gsum_packed_c8(P, p0, rs, ks, nu, kr, A, xx, a_c, asi, -sdx, GB, o0, dd, hw, scale, pl - z, sdx, ph - pl, llo, lhi, acc, 1)
+                    _gsum_packed_c8(P, p0, rs, ks, nu, kr, A, xx, a_c, asi, -sdx, GB, o0, dd, hw, scale, pl - z, sdx, ph - pl, llo, lhi, acc, mode)
                     continue
                 for s in range(5):
                     u0 = cuts[s]
@@ -4520,6 +4531,8 @@ def grad_f2_triple_c8(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_h
                         gg = bg * g_bg + ty * g_y + i * g_i + gt0 + z
                         xx = bi * a_b + g * cg * a_c + (y0 + i) * a_r + axo + c0 * a_c + z
                         _gsum_rows_c8(n, G, gg, gd, gsi, gsk, u1 - u0, dxn, A, xx, a_c, asi, -sdx, GB, o0 + first * dd, dd, hw, scale, pl - z, ph - z, sdx, llo, lhi, acc)
+        if stream:
+            xsfence()
     return GB
 
 

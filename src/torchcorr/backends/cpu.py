@@ -348,12 +348,12 @@ class _XProblem:
             self.x0, self.dims, self.geo(ty0, g.shape[2]), self.pair(g.shape[2]), float(scale), zero, final,
         )  # fmt: skip
 
-    def grad_f2(self, g: Tensor, g2: Tensor, scale: float, ty0: int, zero: int) -> None:
-        """``g`` and ``zero`` as for :meth:`grad_f1`."""
+    def grad_f2(self, g: Tensor, g2: Tensor, scale: float, ty0: int, zero: int, final: bool = False) -> None:
+        """``g``, ``zero`` and ``final`` as for :meth:`grad_f1`."""
         a, a_strides = self.nchw(self.f1)
         _xkernels.grad_f2(
             self._arr(g), self._strides(g), self._arr(a), a_strides, self.x0, self._arr(g2), self.w,
-            self.bx0, self.nz, self.dims, self.geo(ty0, g.shape[2]), float(scale), zero,
+            self.bx0, self.nz, self.dims, self.geo(ty0, g.shape[2]), float(scale), zero, final,
         )  # fmt: skip
 
     @staticmethod
@@ -442,7 +442,7 @@ def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None
         if g1 is not None:
             prob.grad_f1(g, g1, scale, ty0, zero, final=grid.unit)
         if g2 is not None:
-            prob.grad_f2(g, g2, scale, ty0, zero)
+            prob.grad_f2(g, g2, scale, ty0, zero, final=grid.unit)
         zero = 0
         del g  # before the next chunk is made
 

@@ -105,8 +105,9 @@ FORWARD_ROWS = 3
 #: which the box filter reads next: +13%), nor a small one.
 STREAM_BYTES = 1 << 20
 
-#: ``f1`` gradient size (bytes) from which its whole blocks write their sums with streaming stores
-#: instead of adding them to rows zeroed first (when it is the caller's result in one pass).
+#: Gradient size (bytes) from which whole blocks of pixels write their sums with streaming stores
+#: instead of adding them to rows zeroed first (when the gradient is the caller's result in one
+#: pass and its blocks tile its rows).
 GRAD_STREAM_BYTES = 1 << 20
 
 #: The most bytes of ``f2`` rows a forward thread keeps in its ring (see ``forward_r*``): where the
@@ -207,6 +208,11 @@ def _zero_rest(arr, dims, w, n3: int, rows: list[int]) -> None:
         v[:, :, :n3, rows] = 0
 
 
+def _streamable(grad, w: int) -> bool:
+    """Whether a gradient may take streaming stores: large enough, and its rows start lines."""
+    return grad.nbytes >= GRAD_STREAM_BYTES and grad.ctypes.data % 64 == 0 and w % LANES == 0
+
+
 def grad_f1(g, g_strides, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale, zero, final=False) -> None:
     """Adds the gradient with respect to ``f1`` to ``ga`` (flat NCHW), or with ``zero`` writes it.
 
@@ -219,7 +225,7 @@ def grad_f1(g, g_strides, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale,
     start lines, whole blocks are written with streaming stores.
     """
     n3, runs = gradient_runs(dims[2], pair[0] > 0)
-    if zero and final and ga.nbytes >= GRAD_STREAM_BYTES and ga.ctypes.data % 64 == 0 and w % LANES == 0:
+    if zero and final and _streamable(ga, w):
         zero = 2  # the driver checks the rest (blocks that tile the rows)
     if zero:
         ho, y0, sy, h = geo[0], geo[4], geo[5], dims[3]
@@ -238,14 +244,16 @@ def grad_f1(g, g_strides, b, b_strides, bxo, ga, w, ax0, dims, geo, pair, scale,
             getattr(xv, f"grad_f1_c{k}")(g, g_strides, b, b_strides, bxo, ga, w, ax0, lo, hi, dims, geo, scale)
 
 
-def grad_f2(g, g_strides, a, a_strides, axo, gb, w, bx0, nz, dims, geo, scale, zero) -> None:
+def grad_f2(g, g_strides, a, a_strides, axo, gb, w, bx0, nz, dims, geo, scale, zero, final=False) -> None:
     """Adds the gradient with respect to ``f2`` to ``gb`` (flat NCHW), or with ``zero`` writes it.
 
-    ``a``: ``f1`` as it is (NCHW, pixel 0 at column ``axo``), read only inside its rows; ``zero`` as
-    for :func:`grad_f1` (the tasks own every row of ``f2``).
+    ``a``: ``f1`` as it is (NCHW, pixel 0 at column ``axo``), read only inside its rows; ``zero`` and
+    ``final`` as for :func:`grad_f1` (the tasks own every row of ``f2``).
     """
     paired = geo[5] == 1 and geo[2] > 1 and geo[7] != 0  # unit row step, several displacement rows
     n3, runs = gradient_runs(dims[2], paired)
+    if zero and final and _streamable(gb, w):
+        zero = 2
     if zero:
         _zero_rest(gb, dims, w, n3, [])
     if n3:
