@@ -146,6 +146,25 @@ def _zero_rows(out, base, plane, dxn, n):
 
 
 @nb.njit(**_JIT)
+def _block_mode(stream, llo, lhi, kr, D, base, dd, hw, c_lo, c_hi):
+    """How a three-row gradient task writes one block of pixels: 1, added to its rows; 2, streamed.
+
+    With ``stream`` (the task zeroes no rows), a whole block that reads no masked displacement
+    (``kr`` as ``_kranges`` gives it) is streamed; any other block's lines of the three rows
+    (``base + r*dd + c*hw``, channels ``c_lo .. c_hi``) are zeroed here, before the sums add to them.
+    """
+    if not stream:
+        return 1
+    if (llo == 0) & (lhi == LANES) & (kr[0] == kr[1]) & (kr[2] == kr[3]):
+        return 2
+    for r in range(3):
+        for c in range(c_lo, c_hi):
+            o = base + r * dd + c * hw
+            D[o : o + LANES] = 0
+    return 1
+
+
+@nb.njit(**_JIT)
 def _pack(P, G, base, rstride, tys, gsk, ua, ub, roff, umin, nu, dxn, wlo, whi, wst, nblk, ahead, zeros):
     """The incoming gradient that ``nblk`` blocks of pixels of three rows read, copied into ``P``.
 
@@ -4397,15 +4416,7 @@ def grad_f1_triple_c8(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, d
                 continue
             xl = -(bxo + x)  # f2's row lies in lanes xl - k*sdx .. xl + w - k*sdx at displacement k
             kr = _kranges(xl, xl + w, -sdx, dxn, llo, lhi)
-            mode = 1
-            if stream:
-                if (llo == 0) & (lhi == LANES) & (kr[0] == kr[1]) & (kr[2] == kr[3]):
-                    mode = 2
-                else:  # this block's lines of the task's rows, before the sums add to them
-                    for r in range(3):
-                        for c in range(c_lo, c_hi):
-                            o = ab0 + r * dd + c * hw + x
-                            GA[o : o + LANES] = 0
+            mode = _block_mode(stream, llo, lhi, kr, GA, ab0 + x, dd, hw, c_lo, c_hi)
             p0 = (xb % npk) * 3 * rs if full else 0
             for c0 in range(c_lo, c_hi, 8):
                 o0 = ab0 + c0 * hw + x
@@ -4505,15 +4516,7 @@ def grad_f2_triple_c8(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_h
             llo = max(lane_lo - z, 0)
             lhi = min(lane_hi - z, LANES)
             kr = _kranges(pl - z, ph - z, sdx, dxn, llo, lhi)
-            mode = 1
-            if stream:
-                if (llo == 0) & (lhi == LANES) & (kr[0] == kr[1]) & (kr[2] == kr[3]):
-                    mode = 2
-                else:  # this block's lines of the task's rows, before the sums add to them
-                    for r in range(3):
-                        for c in range(c_lo, c_hi):
-                            o = rb0 + r * dd + c * hw + z
-                            GB[o : o + LANES] = 0
+            mode = _block_mode(stream, llo, lhi, kr, GB, rb0 + z, dd, hw, c_lo, c_hi)
             p0 = (zb % npk) * 3 * rs if full else 0
             for c0 in range(c_lo, c_hi, 8):
                 o0 = rb0 + c0 * hw + z
