@@ -303,8 +303,7 @@ def _block_mode(stream, llo, lhi, kr, D, base, dd, hw, c_lo, c_hi):
         return 2
     for r in range(3):
         for c in range(c_lo, c_hi):
-            o = base + r * dd + c * hw
-            D[o : o + LANES] = 0
+            xzero(D, base + r * dd + c * hw, 1)
     return 1
 
 
@@ -1142,7 +1141,7 @@ def _natural(name: str) -> list:
 def xsource() -> str:
     """The full text of ``_cpu_xvec.py``."""
     kernels = [f"xfwd_r{r_}t{t_}" for r_ in XR_SIZES for t_ in range(1, XT_MAX + 1)]
-    kernels += [name for name, *_ in sum_kernels()] + ["xpack", "xsfence"]
+    kernels += [name for name, *_ in sum_kernels()] + ["xpack", "xsfence", "xzero"]
     names = "".join(f"    {n},\n" for n in ["LANES", *sorted(kernels, key=_natural)])
     # numba's on-disk cache is keyed on this file alone: naming the kernels' source here makes a
     # change to them (inlined into every driver) a change to this file
