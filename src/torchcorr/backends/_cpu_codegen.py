@@ -207,6 +207,7 @@ import numpy as np
 __IMPORTS__
 
 _JIT = dict(inline="always", cache=True, nogil=True, boundscheck=False)
+_CALL = dict(cache=True, nogil=True, boundscheck=False)
 # One driver per kernel shape, compiled on first use (each compiles in a few seconds).
 _PJIT = dict(cache=True, nogil=True, parallel=True, boundscheck=False)
 # The most elements of a gradient task's packed copy of the incoming gradient (1 MiB of float32:
@@ -526,7 +527,7 @@ def _gsum3_c__K__(G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0, dd, 
 
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_CALL)
 def _gsum_rows_c__K__(rows, G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, lo, hi, st, llo, lhi, acc):
     """The sums of ``rows`` (1 to 3) consecutive rows added to ``D`` (``_gsum3``, ``_gsum2``, ``_gsum``).
 
@@ -551,7 +552,7 @@ def _gsum_rows_c__K__(rows, G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D
         _add_lanes(D, d0 + r * dd, dcs, __K__, acc, r * __K__ * LANES, llo, lhi)
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_CALL)
 def _gsum_packed_c__K__(P, p0, rs, ks, nu, kr, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, lo, st, mn, llo, lhi, acc, mode):
     """Three rows of sums over ``nu`` rows of ``u`` from the packed incoming gradient ``P`` (see ``_pack``).
 

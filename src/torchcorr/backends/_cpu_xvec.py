@@ -64,6 +64,7 @@ from ._cpu_simd import (
 )
 
 _JIT = dict(inline="always", cache=True, nogil=True, boundscheck=False)
+_CALL = dict(cache=True, nogil=True, boundscheck=False)
 # One driver per kernel shape, compiled on first use (each compiles in a few seconds).
 _PJIT = dict(cache=True, nogil=True, parallel=True, boundscheck=False)
 # The most elements of a gradient task's packed copy of the incoming gradient (1 MiB of float32:
@@ -4286,7 +4287,7 @@ def _gsum3_c8(G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0, dd, dcs,
 
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_CALL)
 def _gsum_rows_c8(rows, G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, lo, hi, st, llo, lhi, acc):
     """The sums of ``rows`` (1 to 3) consecutive rows added to ``D`` (``_gsum3``, ``_gsum2``, ``_gsum``).
 
@@ -4311,7 +4312,7 @@ def _gsum_rows_c8(rows, G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0
         _add_lanes(D, d0 + r * dd, dcs, 8, acc, r * 8 * LANES, llo, lhi)
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_CALL)
 def _gsum_packed_c8(P, p0, rs, ks, nu, kr, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, lo, st, mn, llo, lhi, acc, mode):
     """Three rows of sums over ``nu`` rows of ``u`` from the packed incoming gradient ``P`` (see ``_pack``).
 
