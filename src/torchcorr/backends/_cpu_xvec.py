@@ -4313,25 +4313,34 @@ def _gsum_rows_c8(rows, G, g0, gd, gsi, gsk, n, dxn, X, x0, xcs, xsi, xsk, D, d0
 
 
 @nb.njit(**_CALL)
-def _gsum_packed_c8(P, p0, rs, ks, nu, kr, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, lo, st, mn, llo, lhi, acc, mode):
+def _gsum_packed_c8(P, p0, rs, ks, nu, kr, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, lo, st, mn, llo, lhi, acc, mode, nc):
     """Three rows of sums over ``nu`` rows of ``u`` from the packed incoming gradient ``P`` (see ``_pack``).
 
+    For channels ``c < nc``, ``8`` at a time (``X`` ``c*xcs`` and ``D`` ``c*dcs`` further on).
     ``kr``: ``_kranges`` of the block; ``lo, st, mn``: where ``X``'s row lies, as there.
     Straight into ``D`` where the block is whole, else through ``acc`` (lanes ``llo .. lhi``).
     ``mode`` 2 (a whole block that reads no masked displacement, and nothing else adds to it):
     the sums are written with streaming stores instead of added.
+
+    Compiled on its own rather than inlined into the drivers (``_CALL``): inside a driver's task
+    loop the sums' inner loop carried register moves and spills.  One call per block of pixels:
+    numba counts references to the arrays at every call, atomically, on lines both threads touch.
     """
     k0, f0, f1, k1 = kr
-    if (llo == 0) & (lhi == LANES):
-        xsum3p_c8(P, p0 + f0 * LANES, rs, ks, LANES, nu, f1 - f0, X, x0 + f0 * xsk, xcs, xsi, xsk, D, d0, dd, dcs, scale, mode)
-        if k0 < f0:
-            xsum3m_c8(P, p0, rs, ks, LANES, nu, k0, f0, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, mn, 0, LANES)
-        if f1 < k1:
-            xsum3m_c8(P, p0, rs, ks, LANES, nu, f1, k1, X, x0, xcs, xsi, xsk, D, d0, dd, dcs, scale, 1, -lo, st, mn, 0, LANES)
-        return
-    xsum3m_c8(P, p0, rs, ks, LANES, nu, k0, k1, X, x0, xcs, xsi, xsk, acc, 0, 8 * LANES, LANES, scale, 0, -lo, st, mn, llo, lhi)
-    for r in range(3):
-        _add_lanes(D, d0 + r * dd, dcs, 8, acc, r * 8 * LANES, llo, lhi)
+    whole = (llo == 0) & (lhi == LANES)
+    for c in range(0, nc, 8):
+        xc = x0 + c * xcs
+        dc = d0 + c * dcs
+        if whole:
+            xsum3p_c8(P, p0 + f0 * LANES, rs, ks, LANES, nu, f1 - f0, X, xc + f0 * xsk, xcs, xsi, xsk, D, dc, dd, dcs, scale, mode)
+            if k0 < f0:
+                xsum3m_c8(P, p0, rs, ks, LANES, nu, k0, f0, X, xc, xcs, xsi, xsk, D, dc, dd, dcs, scale, 1, -lo, st, mn, 0, LANES)
+            if f1 < k1:
+                xsum3m_c8(P, p0, rs, ks, LANES, nu, f1, k1, X, xc, xcs, xsi, xsk, D, dc, dd, dcs, scale, 1, -lo, st, mn, 0, LANES)
+            continue
+        xsum3m_c8(P, p0, rs, ks, LANES, nu, k0, k1, X, xc, xcs, xsi, xsk, acc, 0, 8 * LANES, LANES, scale, 0, -lo, st, mn, llo, lhi)
+        for r in range(3):
+            _add_lanes(D, dc + r * dd, dcs, 8, acc, r * 8 * LANES, llo, lhi)
 
 
 @nb.njit(**_PJIT)
@@ -4419,12 +4428,13 @@ def grad_f1_triple_c8(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_hi, d
             kr = _kranges(xl, xl + w, -sdx, dxn, llo, lhi)
             mode = _block_mode(stream, llo, lhi, kr, GA, ab0 + x, dd, hw, c_lo, c_hi)
             p0 = (xb % npk) * 3 * rs if full else 0
+            if full:  # every block of channels in one call
+                xc = xb0 + c_lo * b_c + x + umin * xsi
+                _gsum_packed_c8(P, p0, rs, ks, nu, kr, B, xc, b_c, xsi, sdx, GA, ab0 + c_lo * hw + x, dd, hw, scale, xl, -sdx, w, llo, lhi, acc, mode, c_hi - c_lo)
+                continue
             for c0 in range(c_lo, c_hi, 8):
                 o0 = ab0 + c0 * hw + x
                 xc = xb0 + c0 * b_c + x
-                if full:
-                    _gsum_packed_c8(P, p0, rs, ks, nu, kr, B, xc + umin * xsi, b_c, xsi, sdx, GA, o0, dd, hw, scale, xl, -sdx, w, llo, lhi, acc, mode)
-                    continue
                 for s in range(5):
                     u0 = cuts[s]
                     u1 = cuts[s + 1]
@@ -4519,12 +4529,12 @@ def grad_f2_triple_c8(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c_h
             kr = _kranges(pl - z, ph - z, sdx, dxn, llo, lhi)
             mode = _block_mode(stream, llo, lhi, kr, GB, rb0 + z, dd, hw, c_lo, c_hi)
             p0 = (zb % npk) * 3 * rs if full else 0
+            if full:  # every block of channels in one call
+                xx = bi * a_b + g * cg * a_c + (y0 + ib0 - umin * sdy) * a_r + axo + c_lo * a_c + z
+                _gsum_packed_c8(P, p0, rs, ks, nu, kr, A, xx, a_c, asi, -sdx, GB, rb0 + c_lo * hw + z, dd, hw, scale, pl - z, sdx, ph - pl, llo, lhi, acc, mode, c_hi - c_lo)
+                continue
             for c0 in range(c_lo, c_hi, 8):
                 o0 = rb0 + c0 * hw + z
-                if full:
-                    xx = bi * a_b + g * cg * a_c + (y0 + ib0 - umin * sdy) * a_r + axo + c0 * a_c + z
-                    _gsum_packed_c8(P, p0, rs, ks, nu, kr, A, xx, a_c, asi, -sdx, GB, o0, dd, hw, scale, pl - z, sdx, ph - pl, llo, lhi, acc, mode)
-                    continue
                 for s in range(5):
                     u0 = cuts[s]
                     u1 = cuts[s + 1]
