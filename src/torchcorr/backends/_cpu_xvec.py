@@ -155,8 +155,8 @@ def _block_mode(stream, llo, lhi, kr, D, base, dd, hw, c_lo, c_hi):
     whole block that reads no masked displacement (``kr`` as ``_kranges`` gives it) is streamed; a
     whole block that does is stored by its unmasked sum, which comes first, and added to by the
     masked ones (zeroing its lines first took 5-6% of the samples of W3's gradients on one thread:
-    the stores of the zeros wait for lines from memory); the lines of a block that is not whole (``base + r*dd + c*hw``,
-    channels ``c_lo .. c_hi``) are zeroed here, before the sums add to them.
+    the stores of the zeros wait for lines from memory); the lines of a block that is not whole
+    (``base + r*dd + c*hw``, channels ``c_lo .. c_hi``) are zeroed here, before the sums add to them.
     """
     if not stream:
         return 1
