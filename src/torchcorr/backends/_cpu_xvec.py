@@ -166,12 +166,6 @@ def _block_mode(stream, llo, lhi, kr, D, base, dd, hw, c_lo, c_hi):
         for c in range(c_lo, c_hi):
             xzero(D, base + r * dd + c * hw, 1)
     return 1
-    if (llo == 0) & (lhi == LANES) & (kr[0] == kr[1]) & (kr[2] == kr[3]):
-        return 2
-    for r in range(3):
-        for c in range(c_lo, c_hi):
-            xzero(D, base + r * dd + c * hw, 1)
-    return 1
 
 
 @nb.njit(**_JIT)
