@@ -201,9 +201,10 @@ def test_fast_path_against_reference(prob, packed, ahead, ring, rows, stream):
     ],
 )
 def test_gradient_streaming_stores(monkeypatch, geometry, groups, shape, streamed):
-    """Where a gradient's blocks tile its rows, whole blocks write their sums with streaming stores
-    and only the others' lines are zeroed first: every element still right (NaN-filled buffers),
-    and both drivers were asked to stream."""
+    """Where a gradient's blocks tile its rows, nothing is zeroed first: a whole block writes its
+    sums with streaming stores, or (where it reads masked displacements) stores its first sum and
+    adds the masked ones: every element still right (NaN-filled buffers), and both drivers were
+    asked to stream."""
     xk = cpu._xkernels
     monkeypatch.setattr(xk, "GRAD_STREAM_BYTES", 0)
     monkeypatch.setattr(xk, "PACK_CHANNELS", 0)
