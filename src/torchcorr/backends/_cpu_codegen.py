@@ -291,24 +291,19 @@ def _zero_rows(out, base, plane, dxn, n):
 
 
 @nb.njit(**_JIT)
-def _block_mode(stream, llo, lhi, kr, D, base, dd, hw, c_lo, c_hi):
-    """How a three-row gradient task writes one block of pixels: 0, stored; 1, added; 2, streamed.
+def _block_mode(stream, kr):
+    """How a three-row gradient task writes a block of pixels: 0, stored; 1, added; 2, streamed.
 
-    Without ``stream`` the sums add to rows zeroed before.  With it (the task zeroes no rows), a
-    whole block that reads no masked displacement (``kr`` as ``_kranges`` gives it) is streamed; a
-    whole block that does is stored by its unmasked sum, which comes first, and added to by the
-    masked ones (zeroing its lines first took 5-6% of the samples of W3's gradients on one thread:
-    the stores of the zeros wait for lines from memory); the lines of a block that is not whole
-    (``base + r*dd + c*hw``, channels ``c_lo .. c_hi``) are zeroed here, before the sums add to them.
+    Without ``stream`` the sums add to rows zeroed before.  With it (the task zeroes no rows, and
+    its blocks tile its rows: every block is whole), a block that reads no masked displacement
+    (``kr`` as ``_kranges`` gives it) is streamed; one that does is stored by its unmasked sum,
+    which comes first, and added to by the masked ones (zeroing its lines first instead took 5-6%
+    of the samples of W3's gradients on one thread: the stores of the zeros wait for lines from
+    memory).
     """
     if not stream:
         return 1
-    if (llo == 0) & (lhi == LANES):
-        return 2 if (kr[0] == kr[1]) & (kr[2] == kr[3]) else 0
-    for r in range(3):
-        for c in range(c_lo, c_hi):
-            xzero(D, base + r * dd + c * hw, 1)
-    return 1
+    return 2 if (kr[0] == kr[1]) & (kr[2] == kr[3]) else 0
 
 
 @nb.njit(**_JIT)
@@ -640,8 +635,7 @@ def grad_f1_triple_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_h
         # reads, from a copy of the incoming gradient with zeros where a row does not read u
         full, umin, nu, npk = _pack_plan(ua, ub, dxn, packed)
         # zero 2, a packed task whose blocks tile its rows (the caller checked that they start
-        # lines): the whole blocks that read no masked displacement write their sums with
-        # streaming stores (nothing else adds to them); only the other blocks' lines are zeroed
+        # lines): nothing is zeroed; each block writes its sums itself (see _block_mode)
         stream = (zero == 2) & full & (ax0 == 0) & (wo == w) & (w % LANES == 0)
         ab0 = (bi * ctot + g * cg) * hw + (y0 + i0 * sy) * w + ax0
         dd = p * sy * w
@@ -670,7 +664,7 @@ def grad_f1_triple_c__K__(G, g_strides, B, b_strides, bxo, GA, w, ax0, c_lo, c_h
                 continue
             xl = -(bxo + x)  # f2's row lies in lanes xl - k*sdx .. xl + w - k*sdx at displacement k
             kr = _kranges(xl, xl + w, -sdx, dxn, llo, lhi)
-            mode = _block_mode(stream, llo, lhi, kr, GA, ab0 + x, dd, hw, c_lo, c_hi)
+            mode = _block_mode(stream, kr)
             p0 = (xb % npk) * 3 * rs if full else 0
             if full:  # every block of channels in one call
                 xc = xb0 + c_lo * b_c + x + umin * xsi
@@ -771,7 +765,7 @@ def grad_f2_triple_c__K__(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo,
             llo = max(lane_lo - z, 0)
             lhi = min(lane_hi - z, LANES)
             kr = _kranges(pl - z, ph - z, sdx, dxn, llo, lhi)
-            mode = _block_mode(stream, llo, lhi, kr, GB, rb0 + z, dd, hw, c_lo, c_hi)
+            mode = _block_mode(stream, kr)
             p0 = (zb % npk) * 3 * rs if full else 0
             if full:  # every block of channels in one call
                 xx = bi * a_b + g * cg * a_c + (y0 + ib0 - umin * sdy) * a_r + axo + c_lo * a_c + z
@@ -1156,7 +1150,7 @@ def _natural(name: str) -> list:
 def xsource() -> str:
     """The full text of ``_cpu_xvec.py``."""
     kernels = [f"xfwd_r{r_}t{t_}" for r_ in XR_SIZES for t_ in range(1, XT_MAX + 1)]
-    kernels += [name for name, *_ in sum_kernels()] + ["xpack", "xsfence", "xzero"]
+    kernels += [name for name, *_ in sum_kernels()] + ["xpack", "xsfence"]
     names = "".join(f"    {n},\n" for n in ["LANES", *sorted(kernels, key=_natural)])
     # numba's on-disk cache is keyed on this file alone: naming the kernels' source here makes a
     # change to them (inlined into every driver) a change to this file

@@ -17,7 +17,6 @@ caller guarantees that every unmasked vector read lies inside its array.
   ``D[d[r] + t*dst]`` must start a 64-byte line, or a vector where a vector is shorter (``xsfence``
   before another thread reads).
 * ``xsfence()``: orders the streaming stores made so far before every later store.
-* ``xzero(D, d, n)``: ``n`` vectors of zeros from ``D[d]`` (plain stores).
 * ``xsum_c{K}(G, g0, gsi, gsk, ni, nk, X, x0, xcs, xsi, xsk, D, d0, dcs, scale, add)``: for channels
   ``j < K``, ``s_j = sum_{i<ni, k<nk} G[g0 + i*gsi + k*gsk + l] * X[x0 + j*xcs + i*xsi + k*xsk + l]``
   and ``D[d0 + j*dcs + l] = scale * s_j`` (``+=`` when ``add``): both gradients are this sum.
@@ -445,26 +444,3 @@ def xsfence(typingctx):
 
 
 __all__.append("xsfence")
-
-
-@intrinsic
-def xzero(typingctx, D, d, n):
-    """``D[d + v*LANES + l] = 0`` for ``v < n``: ``n`` vectors of zeros, plain (unaligned) stores.
-
-    For the few lines a gradient task zeroes per block: numba's slice assignment of one vector
-    became a call to ``memset`` each (6% of W3's ``f1`` gradient on one thread, in ``perf``).
-    """
-    sig = types.void(D, d, n)
-
-    def codegen(context, builder, signature, args):
-        e = _Emit(context, builder, signature, args)
-        vty, align = e.vector_type(0), e.item_size(0)
-        out, d_ = e.data(0), e.int64(1)
-        with cgutils.for_range(builder, e.int64(2)) as loop:
-            e.store(ir.Constant(vty, None), out, builder.add(d_, builder.mul(loop.index, _const(LANES))), vty, align)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-__all__.append("xzero")
