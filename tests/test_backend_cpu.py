@@ -219,6 +219,90 @@ def test_gradient_streaming_stores(monkeypatch, geometry, groups, shape, streame
     assert sorted(zeros) == [(grad, 2) for grad in streamed]
 
 
+@st.composite
+def cv_problem(draw):
+    """float32 product problems on the channel-vectorised gradients: one-tap windows, unit pixel
+    steps, horizontal displacement steps of +-1, up to ``XT_MAX`` horizontal displacements and
+    16 or 32 channels per group; pads and displacements that leave output pixels or whole rows
+    reading outside the maps, rows of the map that no output row reads, ragged last blocks."""
+
+    def axis_(horizontal):
+        return AxisGeometry(
+            pad_before=draw(st.integers(-2, 5)),
+            pad_after=draw(st.integers(-2, 5)),
+            stride=1,
+            kernel_size=1,
+            kernel_dilation=1,
+            disp_start=draw(st.integers(-6, 4)),
+            disp_count=draw(st.integers(1, 9)),
+            disp_step=draw(st.sampled_from([-1, 1] if horizontal else [-3, -1, 1, 2])),
+        )
+
+    gy, gx = axis_(False), axis_(True)
+    groups = draw(st.sampled_from([1, 2]))
+    c = groups * draw(st.sampled_from([16, 32]))
+    h = draw(st.integers(max(1, 1 - gy.pad_before - gy.pad_after), 9))
+    w = draw(st.integers(max(1, 1 - gx.pad_before - gx.pad_after), 41))
+    return Geometry(gy, gx), groups, (draw(st.integers(1, 2)), c, h, w)
+
+
+def _spy_cv(monkeypatch) -> list[str]:
+    calls = []
+    for name in ("grad_f1_cv", "grad_f2_cv"):
+        real = getattr(cpu._xkernels, name)
+        monkeypatch.setattr(cpu._xkernels, name, lambda *a, _n=name, _r=real: calls.append(_n) or _r(*a))
+    return calls
+
+
+@needs_numba
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(cv_problem(), st.sampled_from(["contiguous", "channels_last"]))
+def test_channel_vectorised_gradients_against_reference(monkeypatch, prob, layout):
+    """Both gradients, and each alone, against the float64 loops (at float32's precision), every
+    element written (NaN-filled buffers), on the channel-vectorised path."""
+    geometry, groups, shape = prob
+    f1, f2 = _inputs(shape, seed=7)
+    dims = (shape[0], groups, geometry.y.disp_count, geometry.x.disp_count, *geometry.out_hw(*shape[2:]))
+    grad = torch.randn(dims, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    r1, r2 = general_reference_grad(f1, f2, grad, geometry.as_list(), groups, "product", 0.3)
+    a, b, g = f1.float(), f2.float(), grad.float()
+    if layout == "channels_last":
+        a, b = a.to(memory_format=torch.channels_last), b.to(memory_format=torch.channels_last)
+    monkeypatch.setattr(cpu, "_uninitialised", lambda shape, dtype: torch.full(shape, float("nan"), dtype=dtype))
+    calls = _spy_cv(monkeypatch)
+    g1, g2 = cpu.backward(g, a, b, geometry, groups, "product", 0.3)
+    only1, none2 = cpu.backward(g, a, b, geometry, groups, "product", 0.3, need_f2=False)
+    none1, only2 = cpu.backward(g, a, b, geometry, groups, "product", 0.3, need_f1=False)
+    assert none1 is None and none2 is None
+    assert sorted(calls) == ["grad_f1_cv", "grad_f1_cv", "grad_f2_cv", "grad_f2_cv"]
+    tol = 1e-5 * (1 + float(np.abs(r1).max()) + float(np.abs(r2).max()))
+    for x, ref in ((g1, r1), (only1, r1), (g2, r2), (only2, r2)):
+        np.testing.assert_allclose(x.double().numpy(), ref, rtol=1e-5, atol=tol)
+
+
+@needs_numba
+@pytest.mark.parametrize(
+    "dtype, c, geo, taken",
+    [
+        (torch.float32, 32, (4, 1, 4, 1, 1), True),  # W2's shape of problem
+        (torch.float32, 16, (3, 1, 3, 1, 1), True),
+        (torch.float64, 32, (4, 1, 4, 1, 1), False),  # the sums are float32 kernels
+        (torch.float32, 64, (4, 1, 4, 1, 1), False),  # more channels: the pixel-vectorised sums win
+        (torch.float32, 24, (4, 1, 4, 1, 1), False),  # not whole vectors of channels
+        (torch.float32, 32, (5, 1, 5, 1, 1), False),  # 11 displacements a row
+        (torch.float32, 32, (4, 1, 4, 1, 2), False),  # displacement step 2
+        (torch.float32, 32, (5, 3, 4, 1, 1), False),  # a 3 x 3 window
+    ],
+)
+def test_channel_vectorised_gradients_are_chosen(monkeypatch, dtype, c, geo, taken):
+    calls = _spy_cv(monkeypatch)
+    f1, f2 = _inputs((1, c, 6, 20), dtype)
+    geometry = _flownet(*geo)
+    out = cpu.forward(f1, f2, geometry, 1, "product", 1.0)
+    cpu.backward(torch.ones_like(out), f1, f2, geometry, 1, "product", 1.0)
+    assert calls == (["grad_f1_cv", "grad_f2_cv"] if taken else [])
+
+
 @needs_numba
 def test_fast_path_is_taken_for_the_product_on_a_unit_step(monkeypatch):
     calls = []

@@ -79,6 +79,21 @@ XC_SIZES = (12, 8, 4, 2, 1)
 XC3_SIZES = (8,)
 
 
+#: pixels per block of the channel-vectorised gradient sums, with two vectors of channels each (16
+#: sums in registers with AVX-512; 12 of AVX2's 16 registers); the one-vector sums take twice as many
+CG_PIXELS = 8 if LANES == 16 else 6
+
+
+def cg_kernels() -> list[tuple[str, int, int, int, bool]]:
+    """``(name, pixels, vectors, disps, masked)`` of every channel-vectorised gradient sum (``disps`` 1 .. ``XT_MAX``)."""
+    out = []
+    for p, v in ((CG_PIXELS, 2), (2 * CG_PIXELS, 1)):
+        for t in range(1, XT_MAX + 1):
+            for m in (False, True):
+                out.append((f"xcg{'m' if m else ''}_p{p}v{v}t{t}", p, v, t, m))
+    return out
+
+
 def sum_kernels() -> list[tuple[str, int, int, bool, bool]]:
     """``(name, channels, streams, masked, packed)`` of every gradient-sum kernel ``_cpu_simd`` defines.
 
@@ -1111,6 +1126,238 @@ def grad_f2_pair_c__K__(G, g_strides, A, a_strides, axo, GB, w, bx0, nz, c_lo, c
     return GB'''
 
 
+CG_HELPERS = """@nb.njit(**_JIT)
+def _cg_rows(dyn, first, step, lo, hi):
+    \"\"\"``(a, b)``: the displacement rows ``a <= ty < b`` for which ``lo <= first + ty*step < hi`` (a run).\"\"\"
+    a = dyn
+    b = 0
+    for ty in range(dyn):
+        v = first + ty * step
+        if (v >= lo) & (v < hi):
+            a = min(a, ty)
+            b = max(b, ty + 1)
+    return a, max(a, b)
+
+
+@nb.njit(**_JIT)
+def _cg_out(D, base, hw, buf, cg, jlo, jhi, wlo, whi):
+    \"\"\"One row of every channel of a flat NCHW gradient from a task's channels-last row of sums.
+
+    ``D[base + c*hw + j] = buf[j*cg + c]`` for ``c < cg`` and ``jlo <= j < jhi``, and zeros for the
+    ``j`` of ``wlo .. whi`` outside that range (``wlo <= jlo``, ``jhi <= whi``; ``cg`` a multiple of
+    ``LANES``): whole tiles of ``LANES`` pixels x ``LANES`` channels are transposed in registers.
+    The row starts at ``base + wlo``: every slice bound is at least that (a negative one would
+    count from the end of ``D``).
+    \"\"\"
+    j = jlo
+    while j + LANES <= jhi:
+        for c in range(0, cg, LANES):
+            xtile(buf, j * cg + c, cg, D, base + c * hw + j, hw)
+        j += LANES
+    for c in range(cg):
+        o = base + c * hw
+        D[o + wlo : o + max(jlo, wlo)] = 0
+        for k in range(j, jhi):
+            D[o + k] = buf[k * cg + c]
+        D[o + max(jhi, wlo) : o + whi] = 0
+
+
+@nb.njit(**_JIT)
+def _cg_row(R, dst, F, src, hw, cg, first, count, w):
+    \"\"\"One row of ``cg`` channels of a flat NCHW map, channels-last, into a gradient thread's ring.
+
+    ``R[dst + k*cg + c] = F[src + c*hw + first + k]`` for ``k < count`` inside the row (``0 <= first
+    + k < w``), zeros for the other ``k``; tiles of ``LANES`` columns x ``LANES`` channels are
+    transposed in registers (``cg`` a multiple of ``LANES``).
+    \"\"\"
+    lo = min(max(0, -first), count)
+    hi = max(lo, min(count, w - first))
+    R[dst : dst + lo * cg] = 0
+    R[dst + hi * cg : dst + count * cg] = 0
+    k = lo
+    while k + LANES <= hi:
+        for c in range(0, cg, LANES):
+            xtile(F, src + c * hw + first + k, hw, R, dst + k * cg + c, cg)
+        k += LANES
+    for kk in range(k, hi):
+        for c in range(cg):
+            R[dst + kk * cg + c] = F[src + c * hw + first + kk]
+
+
+@nb.njit(**_JIT)
+def _cg_ring(R, tags, xr, F, base, hw, w, cg, first, count, row0, step, n, key):
+    \"\"\"Rows ``row0 + i*step`` (``i < n``) of the map at ``F[base]`` in a thread's ring of channels-last rows.
+
+    A row already in its slot (``row % len(tags)``, tagged ``key + row``) is not copied again: the
+    next task of the thread reads mostly the same rows.  ``xr[i]``: where row ``i`` starts in ``R``.
+    \"\"\"
+    size = count * cg
+    for i in range(n):
+        row = row0 + i * step
+        slot = row % tags.shape[0]
+        if tags[slot] != key + row:
+            _cg_row(R, slot * size, F, base + row * w, hw, cg, first, count, w)
+            tags[slot] = key + row
+        xr[i] = slot * size
+    # the row the next task adds (its rows move down by one): one stream per channel, which the
+    # hardware prefetchers do not follow from one task to the next
+    row = max(row0, row0 + (n - 1) * step) + 1
+    if row < hw // w:
+        for c in range(cg):
+            at = base + c * hw + row * w
+            for x in range(max(0, first), min(w, first + count), LANES):
+                xprefetch(F, at + x)"""
+
+
+CG1_DRIVER = """@nb.njit(**_PJIT)
+def grad_f1_cv_t__T__(G, g_strides, F, GA, w, dims, geo, scale, threads):
+    \"\"\"The ``f1`` gradient by the channel-vectorised sums, ``__T__`` displacements a row (see ``cpu_xkernels``).
+
+    ``F``: ``f2``, flat NCHW.  Each task (an output row) copies the rows of ``G`` it reads into a
+    buffer (zeros past ``nx``), finds the rows of ``f2`` they meet in its thread's ring (copied in
+    channels-last, columns from ``x0 + dx0`` on), runs the sums on blocks of pixels and writes its
+    row of ``GA`` (flat NCHW) whole, zeros outside the grid; the rows no output row reads are the
+    caller's.  ``geo = (ho, nx, dyn, dxn, x0, y0, sy, dx0, dy0, sdy, rev)``.
+    \"\"\"
+    nbat, groups, cg, h = dims
+    ho, nx, dyn, dxn, x0, y0, sy, dx0, dy0, sdy, rev = geo
+    g_bg, g_y, g_t, g_i = g_strides
+    ctot = groups * cg
+    hw = h * w
+    nblk = (nx + __P2__ - 1) // __P2__ * 2  # blocks of __P__ pixels: an even number, for the one-vector sums
+    count = nblk * __P__ + __T__ - 1  # the columns of f2 the blocks read
+    S = nblk * __P__ + LANES  # a packed row of G (a line longer than its pixels: rows start on different sets)
+    gst = -S - 1 if rev else S - 1  # the next displacement, one pixel to the left
+    gt0 = (dxn - 1) * S if rev else 0
+    jlo = max(0, -x0)
+    jhi = min(nx, w - x0)
+    ntask = nbat * groups * ho
+    nth = max(1, min(threads, ntask))
+    per = (ntask + nth - 1) // nth
+    nr = (dyn - 1) * abs(sdy) + 1  # rows of the ring: every row one task reads
+    # each thread's buffers, allocated here: numba hoists an allocation out of a parallel loop
+    nbuf = nblk * __P__ * cg
+    ngp = dyn * dxn * S
+    nring = nr * count * cg
+    bufs = _lined(nth * nbuf, F)
+    gps = _lined(nth * ngp, G)
+    rings = _lined(nth * nring, F)
+    tagss = np.full(nth * nr, -1, np.int64)
+    xrs = np.empty(nth * dyn, np.int64)
+    for th in nb.prange(nth):
+        buf = bufs[th * nbuf : (th + 1) * nbuf]
+        gp = gps[th * ngp : (th + 1) * ngp]
+        R = rings[th * nring : (th + 1) * nring]
+        tags = tagss[th * nr : (th + 1) * nr]
+        xr = xrs[th * dyn : (th + 1) * dyn]
+        for task in range(th * per, min(ntask, (th + 1) * per)):
+            bg = task // ho
+            i = task % ho
+            bi = bg // groups
+            g = bg % groups
+            ya = y0 + i * sy
+            if (ya < 0) | (ya >= h):
+                continue
+            tlo, thi = _cg_rows(dyn, ya + dy0, sdy, 0, h)
+            n = thi - tlo
+            cbase = (bi * ctot + g * cg) * hw
+            obase = cbase + ya * w + x0
+            if n == 0:
+                _cg_out(GA, obase, hw, buf, cg, 0, 0, -x0, w - x0)
+                continue
+            src = bg * g_bg + tlo * g_y + i * g_i
+            nxt = src + g_i  # where the next output row's copy will read (a hint: never read past G here)
+            for k in range(n * dxn):
+                o = k * S
+                at = src + (k // dxn) * g_y + (k % dxn) * g_t
+                gp[o : o + nx] = G[at : at + nx]
+                gp[o + nx : o + S] = 0
+                for x in range(0, nx, LANES):
+                    xprefetch(G, at - src + nxt + x)
+            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
+            for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
+                for jb in range(0, nblk * __P__, __P__):
+                    xcg_p__P__v2t__T__(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+            if cg % (2 * LANES):
+                cb = cg - LANES
+                for jb in range(0, nblk * __P__, __P2__):
+                    xcg_p__P2__v1t__T__(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+            _cg_out(GA, obase, hw, buf, cg, jlo, jhi, -x0, w - x0)
+    return GA"""
+
+CG2_DRIVER = """@nb.njit(**_PJIT)
+def grad_f2_cv_t__T__(G, g_strides, F, GB, w, dims, geo, scale, threads):
+    \"\"\"The ``f2`` gradient by the channel-vectorised sums, ``__T__`` displacements a row (see ``cpu_xkernels``).
+
+    ``F``: ``f1``, flat NCHW, whose rows a task finds in its thread's ring as for
+    ``grad_f1_cv_t__T__`` (columns from ``-dx0 - (__T__ - 1)`` on).  Each task (a row of ``f2``)
+    reads ``G`` where it lies and writes its row of ``GB`` (flat NCHW) whole; blocks whose reads of
+    ``G`` would leave its rows take the masked sums.  ``geo`` as for ``grad_f1_cv_t__T__``; the row
+    step is one.
+    \"\"\"
+    nbat, groups, cg, h = dims
+    ho, nx, dyn, dxn, x0, y0, _, dx0, dy0, sdy, rev = geo
+    g_bg, g_y, g_t, g_i = g_strides
+    ctot = groups * cg
+    hw = h * w
+    nblk = (w + __P2__ - 1) // __P2__ * 2
+    count = nblk * __P__ + __T__ - 1
+    first = -dx0 - (__T__ - 1)  # the f1 column the first block reads first
+    gst = g_t if rev else -g_t  # u = __T__ - 1 - t: the displacements right to left
+    gt0 = 0 if rev else (__T__ - 1) * g_t
+    gsi = g_y - sdy * g_i  # the next displacement row: the output row moves by -sdy
+    ntask = nbat * groups * h
+    nth = max(1, min(threads, ntask))
+    per = (ntask + nth - 1) // nth
+    nr = (dyn - 1) * abs(sdy) + 1
+    nbuf = nblk * __P__ * cg  # each thread's buffers (see grad_f1_cv_t__T__)
+    nring = nr * count * cg
+    bufs = _lined(nth * nbuf, F)
+    rings = _lined(nth * nring, F)
+    tagss = np.full(nth * nr, -1, np.int64)
+    xrs = np.empty(nth * dyn, np.int64)
+    for th in nb.prange(nth):
+        buf = bufs[th * nbuf : (th + 1) * nbuf]
+        R = rings[th * nring : (th + 1) * nring]
+        tags = tagss[th * nr : (th + 1) * nr]
+        xr = xrs[th * dyn : (th + 1) * dyn]
+        for task in range(th * per, min(ntask, (th + 1) * per)):
+            bg = task // h
+            r = task % h
+            bi = bg // groups
+            g = bg % groups
+            # the displacement rows whose output row i = r - y0 - dy0 - ty*sdy exists and reads f1 inside the map
+            a1, b1 = _cg_rows(dyn, r - y0 - dy0, -sdy, 0, ho)
+            a2, b2 = _cg_rows(dyn, r - dy0, -sdy, 0, h)
+            tlo = max(a1, a2)
+            n = max(0, min(b1, b2) - tlo)
+            cbase = (bi * ctot + g * cg) * hw
+            obase = cbase + r * w
+            if n == 0:
+                _cg_out(GB, obase, hw, buf, cg, 0, 0, 0, w)
+                continue
+            i0 = r - y0 - dy0 - tlo * sdy
+            gb0 = bg * g_bg + tlo * g_y + i0 * g_i + gt0
+            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
+            for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
+                for qb in range(0, nblk * __P__, __P__):
+                    jz = qb - x0 - dx0 - (__T__ - 1)  # G's pixel at the block's first column of f1
+                    if (jz >= 0) & (jz + __P__ + __T__ - 2 < nx):
+                        xcg_p__P__v2t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
+                    else:
+                        xcgm_p__P__v2t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+            if cg % (2 * LANES):
+                cb = cg - LANES
+                for qb in range(0, nblk * __P__, __P2__):
+                    jz = qb - x0 - dx0 - (__T__ - 1)
+                    if (jz >= 0) & (jz + __P2__ + __T__ - 2 < nx):
+                        xcg_p__P2__v1t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
+                    else:
+                        xcgm_p__P2__v1t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+            _cg_out(GB, obase, hw, buf, cg, 0, w, 0, w)
+    return GB"""
+
+
 def _sub(template: str, **values: int) -> str:
     for key, value in values.items():
         template = template.replace(f"__{key}__", str(value))
@@ -1150,7 +1397,8 @@ def _natural(name: str) -> list:
 def xsource() -> str:
     """The full text of ``_cpu_xvec.py``."""
     kernels = [f"xfwd_r{r_}t{t_}" for r_ in XR_SIZES for t_ in range(1, XT_MAX + 1)]
-    kernels += [name for name, *_ in sum_kernels()] + ["xpack", "xsfence"]
+    kernels += [name for name, *_ in sum_kernels()] + ["xpack", "xprefetch", "xsfence", "xtile"]
+    kernels += [name for name, *_ in cg_kernels()]
     names = "".join(f"    {n},\n" for n in ["LANES", *sorted(kernels, key=_natural)])
     # numba's on-disk cache is keyed on this file alone: naming the kernels' source here makes a
     # change to them (inlined into every driver) a change to this file
@@ -1168,6 +1416,10 @@ def xsource() -> str:
     parts += [_sub(G2T_DRIVER, K=k_) for k_ in XC3_SIZES]
     parts += [_sub(G2_DRIVER, K=k_) for k_ in XC_SIZES]
     parts += [_sub(G2P_DRIVER, K=k_) for k_ in XC_SIZES]
+    parts.append(CG_HELPERS)
+    for t_ in range(1, XT_MAX + 1):
+        for template in (CG1_DRIVER, CG2_DRIVER):
+            parts.append(_sub(template, T=t_, P2=2 * CG_PIXELS, P=CG_PIXELS))
     return "\n\n\n".join(parts) + "\n"
 
 

@@ -356,6 +356,35 @@ class _XProblem:
             self.bx0, self.nz, self.dims, self.geo(ty0, g.shape[2]), float(scale), zero, final,
         )  # fmt: skip
 
+    def channel_vectorised(self) -> bool:
+        """Whether the gradients run on the channel-vectorised sums (``cpu_xkernels.channel_vectorised``)."""
+        g = self.grid
+        itemsize = torch.finfo(self.acc).bits // 8
+        return g.unit and _xkernels.channel_vectorised(self.dims[2], g.dxn, g.sy, g.sdx, itemsize)
+
+    def _cv_geo(self) -> tuple:
+        g = self.grid
+        return (g.ny, g.nx, g.dyn, g.dxn, g.x0, g.y0, g.sy, g.dx0, g.dy0, g.sdy, g.rev)
+
+    def grad_f1_cv(self, g: Tensor, g1: Tensor, scale: float) -> None:
+        """The ``f1`` gradient on the channel-vectorised sums into uninitialised ``g1`` (every row)."""
+        f2, _ = self.nchw(self.f2)
+        _xkernels.grad_f1_cv(
+            self._arr(g), self._strides(g), self._arr(f2), self._arr(g1), self.w, self.dims, self._cv_geo(), float(scale)
+        )
+        gr = self.grid
+        owned = range(gr.y0, gr.y0 + gr.ny)  # the row step is one
+        rows = [r for r in range(g1.shape[2]) if r not in owned]
+        if rows:
+            g1[:, :, rows] = 0
+
+    def grad_f2_cv(self, g: Tensor, g2: Tensor, scale: float) -> None:
+        """The ``f2`` gradient on the channel-vectorised sums into uninitialised ``g2``."""
+        f1, _ = self.nchw(self.f1)
+        _xkernels.grad_f2_cv(
+            self._arr(g), self._strides(g), self._arr(f1), self._arr(g2), self.w, self.dims, self._cv_geo(), float(scale)
+        )
+
     @staticmethod
     def _strides(g: Tensor) -> tuple[int, int, int, int]:
         """``(batch-group, displacement row, displacement, output row)`` strides of a chunk."""
@@ -430,6 +459,13 @@ def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None
     displacement rows at a time.
     """
     prob = _XProblem(f1, f2, grid, groups, acc)
+    if prob.channel_vectorised():
+        g = gout.contiguous()
+        if g1 is not None:
+            prob.grad_f1_cv(g, g1, scale)
+        if g2 is not None:
+            prob.grad_f2_cv(g, g2, scale)
+        return
     if grid.unit:
         chunks = iter([(0, gout.contiguous())])
     else:  # made one at a time, as the loop asks for them

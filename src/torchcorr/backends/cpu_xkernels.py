@@ -97,6 +97,10 @@ PREFETCH_CHANNELS = 64
 #: Output rows per forward block where rows share ``f2`` rows (2 or 3; see the module docstring).
 FORWARD_ROWS = 3
 
+#: Channels per group up to which float32 gradients on a one-tap grid with unit steps run on the
+#: channel-vectorised sums (see the module docstring) instead of the pixel-vectorised ones.
+CV_CHANNELS = 32
+
 #: Output size (bytes) from which the forward writes its result with streaming stores, which send
 #: each line to memory without reading it first (a plain store reads the line for ownership, then
 #: writes it back) or keeping it in the caches.  Alternating in one process against plain stores:
@@ -263,3 +267,25 @@ def grad_f2(g, g_strides, a, a_strides, axo, gb, w, bx0, nz, dims, geo, scale, z
     for k, lo, hi in runs:
         name = f"grad_f2_pair_c{k}" if paired else f"grad_f2_c{k}"
         getattr(xv, name)(g, g_strides, a, a_strides, axo, gb, w, bx0, nz, lo, hi, dims, geo, scale)
+
+
+def channel_vectorised(cg: int, dxn: int, sy: int, sdx: int, itemsize: int) -> bool:
+    """Whether the gradients of a one-tap grid run on the channel-vectorised sums.
+
+    float32, ``cg`` channels per group a multiple of ``LANES`` up to ``CV_CHANNELS``, unit row and
+    horizontal displacement steps, and at most ``XT_MAX`` displacements a row (one block).
+    """
+    return itemsize == 4 and cg % LANES == 0 and 0 < cg <= CV_CHANNELS and sy == 1 and sdx == 1 and 0 < dxn <= XT_MAX
+
+
+def grad_f1_cv(g, g_strides, f2, ga, w, dims, geo, scale) -> None:
+    """Writes the ``f1`` gradient into ``ga`` (flat NCHW) but the rows no output row reads.
+
+    ``f2``: flat NCHW; ``geo = (ho, nx, dyn, dxn, x0, y0, sy, dx0, dy0, sdy, rev)``.
+    """
+    getattr(xv, f"grad_f1_cv_t{geo[3]}")(g, g_strides, f2, ga, w, dims, geo, scale, numba.get_num_threads())
+
+
+def grad_f2_cv(g, g_strides, f1, gb, w, dims, geo, scale) -> None:
+    """Writes the ``f2`` gradient into ``gb`` (flat NCHW), every row; arguments as for :func:`grad_f1_cv`."""
+    getattr(xv, f"grad_f2_cv_t{geo[3]}")(g, g_strides, f1, gb, w, dims, geo, scale, numba.get_num_threads())
