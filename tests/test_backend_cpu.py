@@ -255,7 +255,9 @@ def _spy_cv(monkeypatch) -> list[str]:
 
 
 @needs_numba
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(cv_problem(), st.sampled_from(["contiguous", "channels_last"]))
 def test_channel_vectorised_gradients_against_reference(monkeypatch, prob, layout):
     """Both gradients, and each alone, against the float64 loops (at float32's precision), every

@@ -1296,7 +1296,7 @@ def grad_f2_cv_t__T__(G, g_strides, F, GB, w, dims, geo, scale, threads):
     step is one.
     \"\"\"
     nbat, groups, cg, h = dims
-    ho, nx, dyn, dxn, x0, y0, _, dx0, dy0, sdy, rev = geo
+    ho, nx, dyn, _, x0, y0, _, dx0, dy0, sdy, rev = geo  # dxn is __T__
     g_bg, g_y, g_t, g_i = g_strides
     ctot = groups * cg
     hw = h * w

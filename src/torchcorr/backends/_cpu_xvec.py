@@ -5576,7 +5576,7 @@ def grad_f2_cv_t1(G, g_strides, F, GB, w, dims, geo, scale, threads):
     step is one.
     """
     nbat, groups, cg, h = dims
-    ho, nx, dyn, dxn, x0, y0, _, dx0, dy0, sdy, rev = geo
+    ho, nx, dyn, _, x0, y0, _, dx0, dy0, sdy, rev = geo  # dxn is 1
     g_bg, g_y, g_t, g_i = g_strides
     ctot = groups * cg
     hw = h * w
@@ -5726,7 +5726,7 @@ def grad_f2_cv_t2(G, g_strides, F, GB, w, dims, geo, scale, threads):
     step is one.
     """
     nbat, groups, cg, h = dims
-    ho, nx, dyn, dxn, x0, y0, _, dx0, dy0, sdy, rev = geo
+    ho, nx, dyn, _, x0, y0, _, dx0, dy0, sdy, rev = geo  # dxn is 2
     g_bg, g_y, g_t, g_i = g_strides
     ctot = groups * cg
     hw = h * w
@@ -5876,7 +5876,7 @@ def grad_f2_cv_t3(G, g_strides, F, GB, w, dims, geo, scale, threads):
     step is one.
     """
     nbat, groups, cg, h = dims
-    ho, nx, dyn, dxn, x0, y0, _, dx0, dy0, sdy, rev = geo
+    ho, nx, dyn, _, x0, y0, _, dx0, dy0, sdy, rev = geo  # dxn is 3
     g_bg, g_y, g_t, g_i = g_strides
     ctot = groups * cg
     hw = h * w
@@ -6026,7 +6026,7 @@ def grad_f2_cv_t4(G, g_strides, F, GB, w, dims, geo, scale, threads):
     step is one.
     """
     nbat, groups, cg, h = dims
-    ho, nx, dyn, dxn, x0, y0, _, dx0, dy0, sdy, rev = geo
+    ho, nx, dyn, _, x0, y0, _, dx0, dy0, sdy, rev = geo  # dxn is 4
     g_bg, g_y, g_t, g_i = g_strides
     ctot = groups * cg
     hw = h * w
@@ -6176,7 +6176,7 @@ def grad_f2_cv_t5(G, g_strides, F, GB, w, dims, geo, scale, threads):
     step is one.
     """
     nbat, groups, cg, h = dims
-    ho, nx, dyn, dxn, x0, y0, _, dx0, dy0, sdy, rev = geo
+    ho, nx, dyn, _, x0, y0, _, dx0, dy0, sdy, rev = geo  # dxn is 5
     g_bg, g_y, g_t, g_i = g_strides
     ctot = groups * cg
     hw = h * w
@@ -6326,7 +6326,7 @@ def grad_f2_cv_t6(G, g_strides, F, GB, w, dims, geo, scale, threads):
     step is one.
     """
     nbat, groups, cg, h = dims
-    ho, nx, dyn, dxn, x0, y0, _, dx0, dy0, sdy, rev = geo
+    ho, nx, dyn, _, x0, y0, _, dx0, dy0, sdy, rev = geo  # dxn is 6
     g_bg, g_y, g_t, g_i = g_strides
     ctot = groups * cg
     hw = h * w
@@ -6476,7 +6476,7 @@ def grad_f2_cv_t7(G, g_strides, F, GB, w, dims, geo, scale, threads):
     step is one.
     """
     nbat, groups, cg, h = dims
-    ho, nx, dyn, dxn, x0, y0, _, dx0, dy0, sdy, rev = geo
+    ho, nx, dyn, _, x0, y0, _, dx0, dy0, sdy, rev = geo  # dxn is 7
     g_bg, g_y, g_t, g_i = g_strides
     ctot = groups * cg
     hw = h * w
@@ -6626,7 +6626,7 @@ def grad_f2_cv_t8(G, g_strides, F, GB, w, dims, geo, scale, threads):
     step is one.
     """
     nbat, groups, cg, h = dims
-    ho, nx, dyn, dxn, x0, y0, _, dx0, dy0, sdy, rev = geo
+    ho, nx, dyn, _, x0, y0, _, dx0, dy0, sdy, rev = geo  # dxn is 8
     g_bg, g_y, g_t, g_i = g_strides
     ctot = groups * cg
     hw = h * w
@@ -6776,7 +6776,7 @@ def grad_f2_cv_t9(G, g_strides, F, GB, w, dims, geo, scale, threads):
     step is one.
     """
     nbat, groups, cg, h = dims
-    ho, nx, dyn, dxn, x0, y0, _, dx0, dy0, sdy, rev = geo
+    ho, nx, dyn, _, x0, y0, _, dx0, dy0, sdy, rev = geo  # dxn is 9
     g_bg, g_y, g_t, g_i = g_strides
     ctot = groups * cg
     hw = h * w

@@ -369,9 +369,8 @@ class _XProblem:
     def grad_f1_cv(self, g: Tensor, g1: Tensor, scale: float) -> None:
         """The ``f1`` gradient on the channel-vectorised sums into uninitialised ``g1`` (every row)."""
         f2, _ = self.nchw(self.f2)
-        _xkernels.grad_f1_cv(
-            self._arr(g), self._strides(g), self._arr(f2), self._arr(g1), self.w, self.dims, self._cv_geo(), float(scale)
-        )
+        args = (self._arr(g), self._strides(g), self._arr(f2), self._arr(g1), self.w, self.dims, self._cv_geo())
+        _xkernels.grad_f1_cv(*args, float(scale))
         gr = self.grid
         owned = range(gr.y0, gr.y0 + gr.ny)  # the row step is one
         rows = [r for r in range(g1.shape[2]) if r not in owned]
@@ -381,9 +380,8 @@ class _XProblem:
     def grad_f2_cv(self, g: Tensor, g2: Tensor, scale: float) -> None:
         """The ``f2`` gradient on the channel-vectorised sums into uninitialised ``g2``."""
         f1, _ = self.nchw(self.f1)
-        _xkernels.grad_f2_cv(
-            self._arr(g), self._strides(g), self._arr(f1), self._arr(g2), self.w, self.dims, self._cv_geo(), float(scale)
-        )
+        args = (self._arr(g), self._strides(g), self._arr(f1), self._arr(g2), self.w, self.dims, self._cv_geo())
+        _xkernels.grad_f2_cv(*args, float(scale))
 
     @staticmethod
     def _strides(g: Tensor) -> tuple[int, int, int, int]:
