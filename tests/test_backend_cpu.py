@@ -234,7 +234,9 @@ def cv_problem(draw):
             kernel_size=1,
             kernel_dilation=1,
             disp_start=draw(st.integers(-6, 4)),
-            disp_count=draw(st.integers(1, 9)),
+            # each horizontal count compiles drivers of its own (seconds each): 1, fewer and more than
+            # a block's pixels; the code for every count comes from one template
+            disp_count=draw(st.sampled_from([1, 3, 9]) if horizontal else st.integers(1, 9)),
             disp_step=draw(st.sampled_from([-1, 1] if horizontal else [-3, -1, 1, 2])),
         )
 
@@ -287,7 +289,7 @@ def test_channel_vectorised_gradients_against_reference(monkeypatch, prob, layou
     "dtype, c, geo, taken",
     [
         (torch.float32, 32, (4, 1, 4, 1, 1), True),  # W2's shape of problem
-        (torch.float32, 16, (3, 1, 3, 1, 1), True),
+        (torch.float32, 16, (1, 1, 1, 1, 1), True),  # three displacements a row
         (torch.float64, 32, (4, 1, 4, 1, 1), False),  # the sums are float32 kernels
         (torch.float32, 64, (4, 1, 4, 1, 1), False),  # more channels: the pixel-vectorised sums win
         (torch.float32, 24, (4, 1, 4, 1, 1), False),  # not whole vectors of channels

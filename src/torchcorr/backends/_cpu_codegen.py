@@ -23,7 +23,9 @@ its negative-index checks and LLVM vectorises the channel loop.  Kernels (and ``
 ``_cpu_xvec.py`` (pixel-vectorised; the product mode on a unit pixel step, the fast path): the
 parallel drivers ``forward_r{R}t{T}``, ``grad_f1_c{K}``, ``grad_f1_pair_c{K}``,
 ``grad_f1_triple_c{K}``, ``grad_f2_c{K}``, ``grad_f2_pair_c{K}`` and ``grad_f2_triple_c{K}`` around the explicit-SIMD kernels of ``_cpu_simd`` (see ``cpu_xkernels`` for
-the problem they solve), one per block shape so that only the shapes a problem uses are compiled.
+the problem they solve), one per block shape so that only the shapes a problem uses are compiled;
+and the channel-vectorised gradients ``grad_f1_cv_t{T}`` and ``grad_f2_cv_t{T}``, one per count
+of horizontal displacements.
 The forward reads whole blocks of ``LANES`` pixels (from padded copies where a block would leave a
 row); the gradients read the inputs and the incoming gradient where they lie, with masked loads
 where a block would leave a row; writes are masked to the real pixels.
@@ -1139,7 +1141,7 @@ def _cg_rows(dyn, first, step, lo, hi):
     return a, max(a, b)
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_CALL)  # compiled once for every driver (each one compiles in seconds)
 def _cg_out(D, base, hw, buf, cg, jlo, jhi, wlo, whi):
     \"\"\"One row of every channel of a flat NCHW gradient from a task's channels-last row of sums.
 
@@ -1184,7 +1186,7 @@ def _cg_row(R, dst, F, src, hw, cg, first, count, w):
             R[dst + kk * cg + c] = F[src + c * hw + first + kk]
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_CALL)  # compiled once for every driver (each one compiles in seconds)
 def _cg_ring(R, tags, xr, F, base, hw, w, cg, first, count, row0, step, n, key):
     \"\"\"Rows ``row0 + i*step`` (``i < n``) of the map at ``F[base]`` in a thread's ring of channels-last rows.
 

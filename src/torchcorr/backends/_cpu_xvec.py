@@ -5418,7 +5418,7 @@ def _cg_rows(dyn, first, step, lo, hi):
     return a, max(a, b)
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_CALL)  # compiled once for every driver (each one compiles in seconds)
 def _cg_out(D, base, hw, buf, cg, jlo, jhi, wlo, whi):
     """One row of every channel of a flat NCHW gradient from a task's channels-last row of sums.
 
@@ -5463,7 +5463,7 @@ def _cg_row(R, dst, F, src, hw, cg, first, count, w):
             R[dst + kk * cg + c] = F[src + c * hw + first + kk]
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_CALL)  # compiled once for every driver (each one compiles in seconds)
 def _cg_ring(R, tags, xr, F, base, hw, w, cg, first, count, row0, step, n, key):
     """Rows ``row0 + i*step`` (``i < n``) of the map at ``F[base]`` in a thread's ring of channels-last rows.
 

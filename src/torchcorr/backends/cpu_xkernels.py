@@ -57,6 +57,23 @@ or four runs each): W2 -1 to -11% / -10 to -14%, W3 -11 to -14% / -25 to -28%, W
 -24%; at 16 channels the copy no longer pays for the ``f1`` gradient (+9%), hence the
 threshold.
 
+Channel-vectorised gradients.  With 16 or 32 channels per group (float32, a one-tap grid with unit
+steps, horizontal displacement step one, at most ``XT_MAX`` horizontal displacements) both
+gradients instead hold their sums per pixel and vector of channels (``_cpu_codegen.CG_PIXELS`` x two
+vectors, the kernels ``xcg*`` of ``_cpu_simd``): a gradient element is a sum over displacements,
+not over channels, so its channels fill the vectors with nothing left to reduce.  Each term of the
+incoming gradient is one scalar broadcast to a vector, and each channels-last column of the other
+input, loaded once, feeds every pixel of the block that meets it (up to nine FMAs per load, none
+on zeros).  A task is one row of the gradient; it finds the rows of the other input it reads in its
+thread's ring of channels-last rows (each row transposed once per thread, in ``LANES x LANES``
+tiles in registers, and the next task's new row prefetched), and writes its row through the same
+tile transposes.  The ``f1`` gradient copies the rows of the incoming gradient its output row reads
+into a packed buffer first (their 81 planes otherwise fall on one L1 set, a map apart).  Alternating
+in one process against the pixel-vectorised gradients, both gradients of W2 (32 channels) ran 15-19%
+faster (three runs) and of 16 channels 38%; with 64 and 128 channels (W3) 16-42% slower, where the
+three rows of the pixel-vectorised sums sharing each load of the other input pay more than the
+broadcasts: hence ``CV_CHANNELS``.
+
 Threads.  The forward and the ``f1`` gradient run one output row (or a group of rows) per task, the
 ``f2`` gradient one ``f2`` row (or group) per task (the forward's tasks in one contiguous run per
 thread, for its ring); every output or gradient element has one writer and a fixed order of
@@ -98,7 +115,9 @@ PREFETCH_CHANNELS = 64
 FORWARD_ROWS = 3
 
 #: Channels per group up to which float32 gradients on a one-tap grid with unit steps run on the
-#: channel-vectorised sums (see the module docstring) instead of the pixel-vectorised ones.
+#: channel-vectorised sums (see the module docstring) instead of the pixel-vectorised ones.  Both
+#: gradients alternating in one process, channel- against pixel-vectorised: 16 channels -38%, 32
+#: (W2) -15 to -19%, 64 +28 to +42%, 128 (W3) +16 to +25%.
 CV_CHANNELS = 32
 
 #: Output size (bytes) from which the forward writes its result with streaming stores, which send
