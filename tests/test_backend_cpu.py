@@ -222,7 +222,7 @@ def test_gradient_streaming_stores(monkeypatch, geometry, groups, shape, streame
 @st.composite
 def cv_problem(draw):
     """float32 product problems on the channel-vectorised gradients: one-tap windows, unit pixel
-    steps, horizontal displacement steps of +-1, up to ``XT_MAX`` horizontal displacements and
+    steps, horizontal displacement steps of +-1, 1, 3 or 9 (``XT_MAX``) horizontal displacements and
     16 or 32 channels per group; pads and displacements that leave output pixels or whole rows
     reading outside the maps, rows of the map that no output row reads, ragged last blocks."""
 
