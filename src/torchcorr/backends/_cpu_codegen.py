@@ -87,12 +87,15 @@ CG_PIXELS = 8 if LANES == 16 else 6
 
 
 def cg_kernels() -> list[tuple[str, int, int, int, bool]]:
-    """``(name, pixels, vectors, disps, masked)`` of every channel-vectorised gradient sum (``disps`` 1 .. ``XT_MAX``)."""
+    """``(name, pixels, vectors, disps, masked)`` of every channel-vectorised gradient sum (``disps`` 1 .. ``XT_MAX``).
+
+    ``pixels`` is ``CG_PIXELS`` for two vectors of channels, twice that for one.
+    """
     out = []
     for p, v in ((CG_PIXELS, 2), (2 * CG_PIXELS, 1)):
         for t in range(1, XT_MAX + 1):
-            for m in (False, True):
-                out.append((f"xcg{'m' if m else ''}_p{p}v{v}t{t}", p, v, t, m))
+            for m in (False, True):  # named without the pixels, which follow LANES (see XHEADER)
+                out.append((f"xcg{'m' if m else ''}_v{v}t{t}", p, v, t, m))
     return out
 
 
@@ -1226,9 +1229,9 @@ def grad_f1_cv_t__T__(G, g_strides, F, GA, w, dims, geo, scale, threads):
     g_bg, g_y, g_t, g_i = g_strides
     ctot = groups * cg
     hw = h * w
-    nblk = (nx + __P2__ - 1) // __P2__ * 2  # blocks of __P__ pixels: an even number, for the one-vector sums
-    count = nblk * __P__ + __T__ - 1  # the columns of f2 the blocks read
-    S = nblk * __P__ + LANES  # a packed row of G (a line longer than its pixels: rows start on different sets)
+    nblk = -(-nx // (2 * CG_PIXELS)) * 2  # blocks of CG_PIXELS pixels: an even number, for the one-vector sums
+    count = nblk * CG_PIXELS + __T__ - 1  # the columns of f2 the blocks read
+    S = nblk * CG_PIXELS + LANES  # a packed row of G (a line longer than its pixels: rows start on different sets)
     gst = -S - 1 if rev else S - 1  # the next displacement, one pixel to the left
     gt0 = (dxn - 1) * S if rev else 0
     jlo = max(0, -x0)
@@ -1238,7 +1241,7 @@ def grad_f1_cv_t__T__(G, g_strides, F, GA, w, dims, geo, scale, threads):
     per = (ntask + nth - 1) // nth
     nr = (dyn - 1) * abs(sdy) + 1  # rows of the ring: every row one task reads
     # each thread's buffers, allocated here: numba hoists an allocation out of a parallel loop
-    nbuf = nblk * __P__ * cg
+    nbuf = nblk * CG_PIXELS * cg
     ngp = dyn * dxn * S
     nring = nr * count * cg
     bufs = _lined(nth * nbuf, F)
@@ -1278,12 +1281,12 @@ def grad_f1_cv_t__T__(G, g_strides, F, GA, w, dims, geo, scale, threads):
                     xprefetch(G, at - src + nxt + x)
             _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
-                for jb in range(0, nblk * __P__, __P__):
-                    xcg_p__P__v2t__T__(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                for jb in range(0, nblk * CG_PIXELS, CG_PIXELS):
+                    xcg_v2t__T__(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
             if cg % (2 * LANES):
                 cb = cg - LANES
-                for jb in range(0, nblk * __P__, __P2__):
-                    xcg_p__P2__v1t__T__(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                for jb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
+                    xcg_v1t__T__(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
             _cg_out(GA, obase, hw, buf, cg, jlo, jhi, -x0, w - x0)
     return GA"""
 
@@ -1302,8 +1305,8 @@ def grad_f2_cv_t__T__(G, g_strides, F, GB, w, dims, geo, scale, threads):
     g_bg, g_y, g_t, g_i = g_strides
     ctot = groups * cg
     hw = h * w
-    nblk = (w + __P2__ - 1) // __P2__ * 2
-    count = nblk * __P__ + __T__ - 1
+    nblk = -(-w // (2 * CG_PIXELS)) * 2
+    count = nblk * CG_PIXELS + __T__ - 1
     first = -dx0 - (__T__ - 1)  # the f1 column the first block reads first
     gst = g_t if rev else -g_t  # u = __T__ - 1 - t: the displacements right to left
     gt0 = 0 if rev else (__T__ - 1) * g_t
@@ -1312,7 +1315,7 @@ def grad_f2_cv_t__T__(G, g_strides, F, GB, w, dims, geo, scale, threads):
     nth = max(1, min(threads, ntask))
     per = (ntask + nth - 1) // nth
     nr = (dyn - 1) * abs(sdy) + 1
-    nbuf = nblk * __P__ * cg  # each thread's buffers (see grad_f1_cv_t__T__)
+    nbuf = nblk * CG_PIXELS * cg  # each thread's buffers (see grad_f1_cv_t__T__)
     nring = nr * count * cg
     bufs = _lined(nth * nbuf, F)
     rings = _lined(nth * nring, F)
@@ -1342,20 +1345,20 @@ def grad_f2_cv_t__T__(G, g_strides, F, GB, w, dims, geo, scale, threads):
             gb0 = bg * g_bg + tlo * g_y + i0 * g_i + gt0
             _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
-                for qb in range(0, nblk * __P__, __P__):
+                for qb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     jz = qb - x0 - dx0 - (__T__ - 1)  # G's pixel at the block's first column of f1
-                    if (jz >= 0) & (jz + __P__ + __T__ - 2 < nx):
-                        xcg_p__P__v2t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
+                    if (jz >= 0) & (jz + CG_PIXELS + __T__ - 2 < nx):
+                        xcg_v2t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
-                        xcgm_p__P__v2t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                        xcgm_v2t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
             if cg % (2 * LANES):
                 cb = cg - LANES
-                for qb in range(0, nblk * __P__, __P2__):
+                for qb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
                     jz = qb - x0 - dx0 - (__T__ - 1)
-                    if (jz >= 0) & (jz + __P2__ + __T__ - 2 < nx):
-                        xcg_p__P2__v1t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
+                    if (jz >= 0) & (jz + 2 * CG_PIXELS + __T__ - 2 < nx):
+                        xcg_v1t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
-                        xcgm_p__P2__v1t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                        xcgm_v1t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
             _cg_out(GB, obase, hw, buf, cg, 0, w, 0, w)
     return GB"""
 
@@ -1401,7 +1404,7 @@ def xsource() -> str:
     kernels = [f"xfwd_r{r_}t{t_}" for r_ in XR_SIZES for t_ in range(1, XT_MAX + 1)]
     kernels += [name for name, *_ in sum_kernels()] + ["xpack", "xprefetch", "xsfence", "xtile"]
     kernels += [name for name, *_ in cg_kernels()]
-    names = "".join(f"    {n},\n" for n in ["LANES", *sorted(kernels, key=_natural)])
+    names = "".join(f"    {n},\n" for n in ["CG_PIXELS", "LANES", *sorted(kernels, key=_natural)])
     # numba's on-disk cache is keyed on this file alone: naming the kernels' source here makes a
     # change to them (inlined into every driver) a change to this file
     digest = hashlib.sha256(Path(__file__).with_name("_cpu_simd.py").read_bytes()).hexdigest()[:16]
@@ -1421,7 +1424,7 @@ def xsource() -> str:
     parts.append(CG_HELPERS)
     for t_ in range(1, XT_MAX + 1):
         for template in (CG1_DRIVER, CG2_DRIVER):
-            parts.append(_sub(template, T=t_, P2=2 * CG_PIXELS, P=CG_PIXELS))
+            parts.append(_sub(template, T=t_))
     return "\n\n\n".join(parts) + "\n"
 
 

@@ -38,16 +38,16 @@ caller guarantees that every unmasked vector read lies inside its array.
   of the incoming gradient, one row of displacements of ``nb`` blocks.  With ``ahead`` non-zero,
   each ``k`` also prefetches into L2 (``G_LOCALITY``) the lines of the ``nb`` blocks that follow.
 
-* ``xcg[m]_p{P}v{V}t{T}(G, g0, gsi, gst, ni, X, x0, xr, xsz, D, d0, dsp, scale, jz, jlo, jhi)``:
-  the channel-vectorised gradient sums (channels-last operands, ``P`` pixels x ``V`` vectors of
-  channels of sums): ``D[d0 + p*dsp + v*LANES + l] = scale * sum_{i<ni} sum_{z, u: z - u = p}
-  G[g0 + i*gsi + u*gst + z] * X[x0 + xr[i] + z*xsz + v*LANES + l]`` (``xr``: where each row of
-  ``X`` starts, an int64 array) for ``p < P``, ``v < V``,
-  ``u < T`` (``z < P + T - 1`` walks the ``X`` columns the block reads, each loaded once for
-  every pixel it meets; each ``G`` term is one scalar broadcast to a vector).  With ``m``, the
-  ``G`` term is zero (and not read) unless ``jlo <= jz + z < jhi`` (``G``'s pixel, where it is
-  ``X``'s: the ``f2`` gradient); ``jz, jlo, jhi`` are unused without ``m``.  Both gradients are
-  this sum (``G``'s strides make the difference).
+* ``xcg[m]_v{V}t{T}(G, g0, gsi, gst, ni, X, x0, xr, xsz, D, d0, dsp, scale, jz, jlo, jhi)``:
+  the channel-vectorised gradient sums, over channels-last operands, of ``P`` pixels x ``V``
+  vectors of channels (``P = CG_PIXELS`` for ``V = 2``, twice that for ``V = 1``):
+  ``D[d0 + p*dsp + v*LANES + l] = scale * sum_{i<ni} sum_{z, u: z - u = p} G[g0 + i*gsi + u*gst
+  + z] * X[x0 + xr[i] + z*xsz + v*LANES + l]`` for ``p < P``, ``v < V``, ``u < T`` (``xr``: where
+  each row of ``X`` starts, an int64 array; ``z < P + T - 1`` walks the ``X`` columns the block
+  reads, each loaded once for every pixel it meets; each ``G`` term is one scalar broadcast to a
+  vector).  With ``m``, the ``G`` term is zero (and not read) unless ``jlo <= jz + z < jhi``
+  (``G``'s pixel, where it is ``X``'s: the ``f2`` gradient); ``jz, jlo, jhi`` are unused without
+  ``m``.  Both gradients are this sum (``G``'s strides make the difference).
 * ``xtile(S, s0, ss, D, d0, ds)``: ``D[d0 + c*ds + r] = S[s0 + r*ss + c]`` for ``r, c < LANES``:
   a ``LANES x LANES`` tile transposed in registers (``log2(LANES)`` rounds of two-vector shuffles).
 
@@ -64,9 +64,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._cpu_codegen import LANES, XC3_SIZES, XC_SIZES, XR_SIZES, XT_MAX, cg_kernels, sum_kernels
+from ._cpu_codegen import CG_PIXELS, LANES, XC3_SIZES, XC_SIZES, XR_SIZES, XT_MAX, cg_kernels, sum_kernels
 
-__all__ = ["LANES", "XC3_SIZES", "XC_SIZES", "XR_SIZES", "XT_MAX"]  # and the kernels, added below
+__all__ = ["CG_PIXELS", "LANES", "XC3_SIZES", "XC_SIZES", "XR_SIZES", "XT_MAX"]  # and the kernels, added below
 
 _I64 = ir.IntType(64)
 
