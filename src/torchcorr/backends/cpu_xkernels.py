@@ -69,10 +69,10 @@ thread's ring of channels-last rows (each row transposed once per thread, in ``L
 tiles in registers, and the next task's new row prefetched), and writes its row through the same
 tile transposes.  The ``f1`` gradient copies the rows of the incoming gradient its output row reads
 into a packed buffer first (their 81 planes otherwise fall on one L1 set, a map apart).  Alternating
-in one process against the pixel-vectorised gradients, both gradients of W2 (32 channels) ran 15-19%
-faster (three runs) and of 16 channels 38%; with 64 and 128 channels (W3) 16-42% slower, where the
-three rows of the pixel-vectorised sums sharing each load of the other input pay more than the
-broadcasts: hence ``CV_CHANNELS``.
+in one process against the pixel-vectorised gradients, both gradients of W2 (32 channels) ran 9-24%
+faster (six runs) and of 16 channels 38%; with 64 channels 28% slower and with 128 (W3) 16%, where
+the three rows of the pixel-vectorised sums sharing each load of the other input pay more than
+the broadcasts: hence ``CV_CHANNELS``.
 
 Threads.  The forward and the ``f1`` gradient run one output row (or a group of rows) per task, the
 ``f2`` gradient one ``f2`` row (or group) per task (the forward's tasks in one contiguous run per
@@ -117,7 +117,7 @@ FORWARD_ROWS = 3
 #: Channels per group up to which float32 gradients on a one-tap grid with unit steps run on the
 #: channel-vectorised sums (see the module docstring) instead of the pixel-vectorised ones.  Both
 #: gradients alternating in one process, channel- against pixel-vectorised: 16 channels -38%, 32
-#: (W2) -15 to -19%, 64 +28 to +42%, 128 (W3) +16 to +25%.
+#: (W2) -9 to -24%, 64 +28%, 128 (W3) +16%.
 CV_CHANNELS = 32
 
 #: Output size (bytes) from which the forward writes its result with streaming stores, which send
