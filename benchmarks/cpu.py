@@ -31,6 +31,8 @@ def plot(report: dict, path: Path) -> None:
         ax.bar([i + k * width for i in range(len(wids))], ys, width, label=impl)
     ax.axhline(report["matmul_gflops"], color="k", ls="--", lw=1, label="fp32 matmul")
     ax.axhline(0.3 * report["matmul_gflops"], color="grey", ls=":", lw=1, label="30% of matmul")
+    if report.get("fma_gflops"):
+        ax.axhline(report["fma_gflops"], color="r", ls="--", lw=1, label="FMA limit of the cores")
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(wids))], wids)
     ax.set_yscale("log")
     ax.set_ylabel("useful GFLOP/s, forward + backward")

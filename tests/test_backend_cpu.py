@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -649,8 +650,22 @@ def test_bench_quick_runs(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "% of matmul" in proc.stdout and "torch " in proc.stdout
-    assert out.exists()
+    assert "% of matmul" in proc.stdout and "% of FMA limit" in proc.stdout and "torch " in proc.stdout
+    report = json.loads(out.read_text())
+    if HAVE:  # the FMA limit is measured with the CPU backend's SIMD helpers
+        assert report["fma_gflops"] > 0 and "float32 FMA limit of the cores" in proc.stdout
+        assert all(r["fma_pct"] is not None for r in report["results"] if not r["error"])
+
+
+def test_fma_limit_needs_numba(monkeypatch):
+    """With numba importable the limit is a positive rate; without it, not measured (None)."""
+    from torchcorr.bench import peak
+
+    if HAVE:
+        assert peak.fma_gflops(repeat=1, trips=1000) > 0
+    monkeypatch.setattr(peak, "_KERNEL", None)
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba now raises ImportError
+    assert peak.fma_gflops() is None
 
 
 def test_bench_warm_up_is_bounded(monkeypatch):

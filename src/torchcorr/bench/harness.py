@@ -12,6 +12,10 @@
   the ratio; interleaving one matmul between every two timings instead would evict the
   workload's data from the caches it runs in).  The suite also measures the matmul before and
   after, for the table's header.
+* The fraction of the cores' float32 FMA limit (:func:`torchcorr.bench.peak.fma_gflops`, a
+  register-only loop of vector FMAs on every thread, measured before and after the suite): how
+  close to the hardware a row comes, whatever the matmul makes of the processor.  Not measured
+  without numba.
 * Peak extra memory: a child process (``MALLOC_MMAP_THRESHOLD_=65536`` so freed blocks go back to
   the system) builds the inputs and the incoming gradient, runs one forward + backward to warm up,
   resets the kernel's peak-RSS mark, runs forward + backward again, and reports the peak RSS above
@@ -54,6 +58,7 @@ class Result:
     peak_mb: float | None = None
     budget_mb: float | None = None  # 2 x (inputs + output)
     error: str | None = None
+    fma_pct: float | None = None  # gflops / the suite's FMA limit * 100 (None without numba)
 
 
 def environment() -> dict[str, str]:
@@ -261,7 +266,7 @@ def run_suite(
     memory: bool = True,
     progress: bool = True,
 ) -> dict:
-    """Run the suite; returns ``{"env", "matmul_gflops", "results"}`` (JSON-ready)."""
+    """Run the suite; returns ``{"env", "matmul_gflops", "fma_gflops", "results"}`` (JSON-ready)."""
     registry = all_workloads()
     ids = list(workloads) if workloads else list(registry)
     unknown = [i for i in ids if i not in registry]
@@ -280,7 +285,10 @@ def run_suite(
             elif not baselines:
                 continue
             jobs.append((wid, impl))
+    from .peak import fma_gflops
+
     mm_before = matmul_gflops(1024 if quick else 2048)
+    fma_before = fma_gflops()
     bar = _Progress(len(jobs), progress)
     results = []
     for wid, impl in jobs:
@@ -296,7 +304,17 @@ def run_suite(
     bar.close()
     mm_after = matmul_gflops(1024 if quick else 2048)
     matmul = (mm_before + mm_after) / 2  # the header's figure; each row's percentage is paired
-    return {"env": environment(), "matmul_gflops": matmul, "quick": quick, "results": [asdict(r) for r in results]}
+    fma_after = fma_gflops()
+    fma = None if fma_before is None or fma_after is None else (fma_before + fma_after) / 2
+    for r in results:
+        r.fma_pct = None if fma is None else 100.0 * r.gflops / fma
+    return {
+        "env": environment(),
+        "matmul_gflops": matmul,
+        "fma_gflops": fma,
+        "quick": quick,
+        "results": [asdict(r) for r in results],
+    }
 
 
 def markdown(report: dict) -> str:
@@ -310,21 +328,29 @@ def markdown(report: dict) -> str:
         + (" (quick sizes)" if report.get("quick") else ""),
         "",
         "| workload | implementation | forward ms | backward ms | fwd+bwd ms | useful GFLOP/s | % of matmul "
-        "| peak extra MiB (budget) | first call ms |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| % of FMA limit | peak extra MiB (budget) | first call ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    fma = report.get("fma_gflops")
+    if fma:
+        lines.insert(
+            2,
+            f"float32 FMA limit of the cores in the same run: {fma:.0f} GFLOP/s (vector FMAs from registers "
+            "on every thread, mean of before and after)  ",
+        )
     refused: dict[str, str] = {}
     for r in report["results"]:
         if r["error"] and "cannot run this input" in r["error"]:  # e.g. a GPU backend on CPU inputs
             refused.setdefault(r["impl"], r["error"].split(": ", 1)[-1])
             continue
         if r["error"]:
-            lines.append(f"| {r['workload']} | {r['impl']} | failed: {r['error'][:60]} | | | | | | |")
+            lines.append(f"| {r['workload']} | {r['impl']} | failed: {r['error'][:60]} | | | | | | | |")
             continue
         mem = "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f} ({r['budget_mb']:.0f})"
+        of_fma = "-" if r.get("fma_pct") is None else f"{r['fma_pct']:.1f}%"
         lines.append(
             f"| {r['workload']} | {r['impl']} | {r['fwd_ms']:.1f} | {r['bwd_ms']:.1f} | {r['both_ms']:.1f} "
-            f"| {r['gflops']:.1f} | {r['matmul_pct']:.1f}% | {mem} | {r['first_ms']:.0f} |"
+            f"| {r['gflops']:.1f} | {r['matmul_pct']:.1f}% | {of_fma} | {mem} | {r['first_ms']:.0f} |"
         )
     for impl, why in refused.items():
         lines += ["", f"Not run here: {impl} ({why})."]

@@ -1,4 +1,4 @@
-"""Benchmark the workloads of shared/spec/workloads.md: time, useful GFLOP/s, % of matmul, peak memory.
+"""Benchmark the workloads of shared/spec/workloads.md: time, useful GFLOP/s, % of matmul and FMA limit, memory.
 
 Forward, backward and both, for each torchcorr backend and the baselines (the naive
 shift-and-multiply loop; spatial-correlation-sampler when installed).  Machine and versions are
