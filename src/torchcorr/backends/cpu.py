@@ -18,6 +18,9 @@ Two families of kernels:
   it the same way), and writes a large result with streaming stores.  The gradients read the
   inputs and the incoming gradient as they are, with masked loads where a row ends inside a
   block, and start from uninitialised buffers whose rows each task zeroes before adding to them.
+  With 16 or 32 channels per group (float32, a one-tap window, unit steps, at most nine
+  horizontal displacements: PWC-Net's fine levels) the gradients vectorise over channels instead
+  (see ``cpu_xkernels``), reading the other input from each thread's ring of channels-last rows.
   This is the path of FlowNetC, PWC-Net and the other workloads of the benchmarks.
 * Everything else (the absolute difference, ``stride1 > 1``) runs on the channel-vectorised path
   (:mod:`torchcorr.backends.cpu_kernels`): per output row and vertical displacement, channels-last
@@ -31,7 +34,9 @@ Every gradient element has one writer and a fixed order of summation: results do
 the number of threads.
 
 Memory beyond the output: the forward's padded copies (the threads' rings of ``f2`` rows, at most
-1 MiB each, or a copy of ``f2``; a copy of ``f1`` where it cannot be read in place); in the
+1 MiB each, or a copy of ``f2``; a copy of ``f1`` where it cannot be read in place); the
+channel-vectorised gradients' rings (``dyn`` rows of the other input per thread) and row
+buffers; in the
 backward of a window larger than one tap, the incoming gradient spread onto
 the one-tap grid a chunk at a time (at most half the output's size; the pixel-vectorised gradients
 read a one-tap gradient where it lies).
@@ -454,7 +459,8 @@ def _xbackward(gout, f1, f2, geometry, grid, groups, scale, acc, g1, g2) -> None
 
     They read the incoming gradient where it lies (the kernels mask what a block would read
     outside a row); a larger window first spreads it onto the one-tap grid, a chunk of
-    displacement rows at a time.
+    displacement rows at a time.  With few channels per group, the channel-vectorised gradients
+    instead (:meth:`_XProblem.channel_vectorised`).
     """
     prob = _XProblem(f1, f2, grid, groups, acc)
     if prob.channel_vectorised():
