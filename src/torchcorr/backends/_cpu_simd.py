@@ -96,8 +96,8 @@ X_AHEAD = 1
 #: How far ahead along its row (elements) the channel-vectorised gradient sums prefetch the
 #: incoming gradient: a block reads one short run of each of its ``dyn x dxn`` planes, far more
 #: streams than the hardware prefetchers follow.  On W2, alternating in one process: 32 to 256
-#: within the noise of each other, and against no hint 4% faster for the ``f2`` gradient, even for
-#: the ``f1`` gradient (which reads a packed copy of its rows of it).
+#: within the noise of each other, and against no hint 4% faster for the ``f2`` gradient and even
+#: for the ``f1`` gradient (measured in the prototype, before the ``f1`` gradient packed its rows).
 CG_AHEAD = 64
 
 
