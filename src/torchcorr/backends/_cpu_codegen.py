@@ -1240,7 +1240,7 @@ def grad_f1_cv_t__T__(G, g_strides, F, GA, w, dims, geo, scale, threads):
     nth = max(1, min(threads, ntask))
     per = (ntask + nth - 1) // nth
     nr = (dyn - 1) * abs(sdy) + 1  # rows of the ring: every row one task reads
-    # each thread's buffers, allocated here: numba hoists an allocation out of a parallel loop
+    # each thread's buffers: one allocation per kind, a slice of it per thread
     nbuf = nblk * CG_PIXELS * cg
     ngp = dyn * dxn * S
     nring = nr * count * cg

@@ -5515,7 +5515,7 @@ def grad_f1_cv_t1(G, g_strides, F, GA, w, dims, geo, scale, threads):
     nth = max(1, min(threads, ntask))
     per = (ntask + nth - 1) // nth
     nr = (dyn - 1) * abs(sdy) + 1  # rows of the ring: every row one task reads
-    # each thread's buffers, allocated here: numba hoists an allocation out of a parallel loop
+    # each thread's buffers: one allocation per kind, a slice of it per thread
     nbuf = nblk * CG_PIXELS * cg
     ngp = dyn * dxn * S
     nring = nr * count * cg
@@ -5665,7 +5665,7 @@ def grad_f1_cv_t2(G, g_strides, F, GA, w, dims, geo, scale, threads):
     nth = max(1, min(threads, ntask))
     per = (ntask + nth - 1) // nth
     nr = (dyn - 1) * abs(sdy) + 1  # rows of the ring: every row one task reads
-    # each thread's buffers, allocated here: numba hoists an allocation out of a parallel loop
+    # each thread's buffers: one allocation per kind, a slice of it per thread
     nbuf = nblk * CG_PIXELS * cg
     ngp = dyn * dxn * S
     nring = nr * count * cg
@@ -5815,7 +5815,7 @@ def grad_f1_cv_t3(G, g_strides, F, GA, w, dims, geo, scale, threads):
     nth = max(1, min(threads, ntask))
     per = (ntask + nth - 1) // nth
     nr = (dyn - 1) * abs(sdy) + 1  # rows of the ring: every row one task reads
-    # each thread's buffers, allocated here: numba hoists an allocation out of a parallel loop
+    # each thread's buffers: one allocation per kind, a slice of it per thread
     nbuf = nblk * CG_PIXELS * cg
     ngp = dyn * dxn * S
     nring = nr * count * cg
@@ -5965,7 +5965,7 @@ def grad_f1_cv_t4(G, g_strides, F, GA, w, dims, geo, scale, threads):
     nth = max(1, min(threads, ntask))
     per = (ntask + nth - 1) // nth
     nr = (dyn - 1) * abs(sdy) + 1  # rows of the ring: every row one task reads
-    # each thread's buffers, allocated here: numba hoists an allocation out of a parallel loop
+    # each thread's buffers: one allocation per kind, a slice of it per thread
     nbuf = nblk * CG_PIXELS * cg
     ngp = dyn * dxn * S
     nring = nr * count * cg
@@ -6115,7 +6115,7 @@ def grad_f1_cv_t5(G, g_strides, F, GA, w, dims, geo, scale, threads):
     nth = max(1, min(threads, ntask))
     per = (ntask + nth - 1) // nth
     nr = (dyn - 1) * abs(sdy) + 1  # rows of the ring: every row one task reads
-    # each thread's buffers, allocated here: numba hoists an allocation out of a parallel loop
+    # each thread's buffers: one allocation per kind, a slice of it per thread
     nbuf = nblk * CG_PIXELS * cg
     ngp = dyn * dxn * S
     nring = nr * count * cg
@@ -6265,7 +6265,7 @@ def grad_f1_cv_t6(G, g_strides, F, GA, w, dims, geo, scale, threads):
     nth = max(1, min(threads, ntask))
     per = (ntask + nth - 1) // nth
     nr = (dyn - 1) * abs(sdy) + 1  # rows of the ring: every row one task reads
-    # each thread's buffers, allocated here: numba hoists an allocation out of a parallel loop
+    # each thread's buffers: one allocation per kind, a slice of it per thread
     nbuf = nblk * CG_PIXELS * cg
     ngp = dyn * dxn * S
     nring = nr * count * cg
@@ -6415,7 +6415,7 @@ def grad_f1_cv_t7(G, g_strides, F, GA, w, dims, geo, scale, threads):
     nth = max(1, min(threads, ntask))
     per = (ntask + nth - 1) // nth
     nr = (dyn - 1) * abs(sdy) + 1  # rows of the ring: every row one task reads
-    # each thread's buffers, allocated here: numba hoists an allocation out of a parallel loop
+    # each thread's buffers: one allocation per kind, a slice of it per thread
     nbuf = nblk * CG_PIXELS * cg
     ngp = dyn * dxn * S
     nring = nr * count * cg
@@ -6565,7 +6565,7 @@ def grad_f1_cv_t8(G, g_strides, F, GA, w, dims, geo, scale, threads):
     nth = max(1, min(threads, ntask))
     per = (ntask + nth - 1) // nth
     nr = (dyn - 1) * abs(sdy) + 1  # rows of the ring: every row one task reads
-    # each thread's buffers, allocated here: numba hoists an allocation out of a parallel loop
+    # each thread's buffers: one allocation per kind, a slice of it per thread
     nbuf = nblk * CG_PIXELS * cg
     ngp = dyn * dxn * S
     nring = nr * count * cg
@@ -6715,7 +6715,7 @@ def grad_f1_cv_t9(G, g_strides, F, GA, w, dims, geo, scale, threads):
     nth = max(1, min(threads, ntask))
     per = (ntask + nth - 1) // nth
     nr = (dyn - 1) * abs(sdy) + 1  # rows of the ring: every row one task reads
-    # each thread's buffers, allocated here: numba hoists an allocation out of a parallel loop
+    # each thread's buffers: one allocation per kind, a slice of it per thread
     nbuf = nblk * CG_PIXELS * cg
     ngp = dyn * dxn * S
     nring = nr * count * cg
