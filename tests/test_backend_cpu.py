@@ -245,7 +245,8 @@ def cv_problem(draw):
     groups = draw(st.sampled_from([1, 2]))
     c = groups * draw(st.sampled_from([16, 32]))
     h = draw(st.integers(max(1, 1 - gy.pad_before - gy.pad_after), 9))
-    w = draw(st.integers(max(1, 1 - gx.pad_before - gx.pad_after), 41))
+    # rows of whole vectors too, where the gradients may take streaming stores
+    w = draw(st.integers(max(1, 1 - gx.pad_before - gx.pad_after), 41) | st.sampled_from([16, 32, 48]))
     return Geometry(gy, gx), groups, (draw(st.integers(1, 2)), c, h, w)
 
 
@@ -261,11 +262,13 @@ def _spy_cv(monkeypatch) -> list[str]:
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
-@given(cv_problem(), st.sampled_from(["contiguous", "channels_last"]))
-def test_channel_vectorised_gradients_against_reference(monkeypatch, prob, layout):
+@given(cv_problem(), st.sampled_from(["contiguous", "channels_last"]), st.booleans())
+def test_channel_vectorised_gradients_against_reference(monkeypatch, prob, layout, stream):
     """Both gradients, and each alone, against the float64 loops (at float32's precision), every
-    element written (NaN-filled buffers), on the channel-vectorised path."""
+    element written (NaN-filled buffers), on the channel-vectorised path; with ``stream``, every
+    gradient whose rows start lines takes streaming stores."""
     geometry, groups, shape = prob
+    monkeypatch.setattr(cpu._xkernels, "GRAD_STREAM_BYTES", 0 if stream else 1 << 62)
     f1, f2 = _inputs(shape, seed=7)
     dims = (shape[0], groups, geometry.y.disp_count, geometry.x.disp_count, *geometry.out_hw(*shape[2:]))
     grad = torch.randn(dims, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
@@ -283,6 +286,32 @@ def test_channel_vectorised_gradients_against_reference(monkeypatch, prob, layou
     tol = 1e-5 * (1 + float(np.abs(r1).max()) + float(np.abs(r2).max()))
     for x, ref in ((g1, r1), (only1, r1), (g2, r2), (only2, r2)):
         np.testing.assert_allclose(x.double().numpy(), ref, rtol=1e-5, atol=tol)
+
+
+@needs_numba
+@pytest.mark.parametrize("shape, geo", [((2, 32, 7, 32), (4, 1, 4, 1, 1)), ((1, 16, 5, 48), (2, 1, 1, 1, 1))])
+def test_channel_vectorised_gradients_stream(monkeypatch, shape, geo):
+    """Gradients whose rows start lines, from ``GRAD_STREAM_BYTES`` on, are written with streaming
+    stores (both drivers asked to), every element right (NaN-filled buffers)."""
+    xk = cpu._xkernels
+    monkeypatch.setattr(xk, "GRAD_STREAM_BYTES", 0)
+    monkeypatch.setattr(cpu, "_uninitialised", lambda shape, dtype: torch.full(shape, float("nan"), dtype=dtype))
+    geometry = _flownet(*geo)
+    streams = []
+    for grad in ("f1", "f2"):
+        name = f"grad_{grad}_cv_t{geometry.x.disp_count}"
+        real = getattr(xk.xv, name)
+        monkeypatch.setattr(xk.xv, name, lambda *a, _g=grad, _r=real: streams.append((_g, a[-2])) or _r(*a))
+    f1, f2 = _inputs(shape, seed=5)
+    a, b = f1.float(), f2.float()
+    out = cpu.forward(a, b, geometry, 1, "product", 0.5)
+    grad = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    r1, r2 = general_reference_grad(f1, f2, grad, geometry.as_list(), 1, "product", 0.5)
+    g1, g2 = cpu.backward(grad.float(), a, b, geometry, 1, "product", 0.5)
+    assert sorted(streams) == [("f1", 1), ("f2", 1)]
+    tol = 1e-5 * (1 + float(np.abs(r1).max()) + float(np.abs(r2).max()))
+    np.testing.assert_allclose(g1.double().numpy(), r1, rtol=1e-5, atol=tol)
+    np.testing.assert_allclose(g2.double().numpy(), r2, rtol=1e-5, atol=tol)
 
 
 @needs_numba

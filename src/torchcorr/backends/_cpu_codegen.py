@@ -1145,16 +1145,23 @@ def _cg_rows(dyn, first, step, lo, hi):
 
 
 @nb.njit(**_CALL)  # compiled once for every driver (each one compiles in seconds)
-def _cg_out(D, base, hw, buf, cg, jlo, jhi, wlo, whi):
+def _cg_out(D, base, hw, buf, cg, jlo, jhi, wlo, whi, stream):
     \"\"\"One row of every channel of a flat NCHW gradient from a task's channels-last row of sums.
 
     ``D[base + c*hw + j] = buf[j*cg + c]`` for ``c < cg`` and ``jlo <= j < jhi``, and zeros for the
     ``j`` of ``wlo .. whi`` outside that range (``wlo <= jlo``, ``jhi <= whi``; ``cg`` a multiple of
     ``LANES``): whole tiles of ``LANES`` pixels x ``LANES`` channels are transposed in registers.
-    The row starts at ``base + wlo``: every slice bound is at least that (a negative one would
-    count from the end of ``D``).
+    With ``stream`` (``D`` starts a line and ``hw`` is a multiple of ``LANES``), tiles whose rows
+    start lines are written with streaming stores: each of their rows is a whole line that no
+    other task writes.  The row starts at ``base + wlo``: every slice bound is at least that (a
+    negative one would count from the end of ``D``).
     \"\"\"
     j = jlo
+    if stream and (base + jlo) % LANES == 0:
+        while j + LANES <= jhi:
+            for c in range(0, cg, LANES):
+                xtile_nt(buf, j * cg + c, cg, D, base + c * hw + j, hw)
+            j += LANES
     while j + LANES <= jhi:
         for c in range(0, cg, LANES):
             xtile(buf, j * cg + c, cg, D, base + c * hw + j, hw)
@@ -1215,14 +1222,15 @@ def _cg_ring(R, tags, xr, F, base, hw, w, cg, first, count, row0, step, n, key):
 
 
 CG1_DRIVER = """@nb.njit(**_PJIT)
-def grad_f1_cv_t__T__(G, g_strides, F, GA, w, dims, geo, scale, threads):
+def grad_f1_cv_t__T__(G, g_strides, F, GA, w, dims, geo, scale, stream, threads):
     \"\"\"The ``f1`` gradient by the channel-vectorised sums, ``__T__`` displacements a row (see ``cpu_xkernels``).
 
     ``F``: ``f2``, flat NCHW.  Each task (an output row) copies the rows of ``G`` it reads into a
     buffer (zeros past ``nx``), finds the rows of ``f2`` they meet in its thread's ring (copied in
     channels-last, columns from ``x0 + dx0`` on), runs the sums on blocks of pixels and writes its
     row of ``GA`` (flat NCHW) whole, zeros outside the grid; the rows no output row reads are the
-    caller's.  ``geo = (ho, nx, dyn, dxn, x0, y0, sy, dx0, dy0, sdy, rev)``.
+    caller's.  ``geo = (ho, nx, dyn, dxn, x0, y0, sy, dx0, dy0, sdy, rev)``; ``stream``: whole
+    lines of ``GA`` are written with streaming stores (see ``_cg_out``).
     \"\"\"
     nbat, groups, cg, h = dims
     ho, nx, dyn, dxn, x0, y0, sy, dx0, dy0, sdy, rev = geo
@@ -1268,7 +1276,7 @@ def grad_f1_cv_t__T__(G, g_strides, F, GA, w, dims, geo, scale, threads):
             cbase = (bi * ctot + g * cg) * hw
             obase = cbase + ya * w + x0
             if n == 0:
-                _cg_out(GA, obase, hw, buf, cg, 0, 0, -x0, w - x0)
+                _cg_out(GA, obase, hw, buf, cg, 0, 0, -x0, w - x0, 0)
                 continue
             src = bg * g_bg + tlo * g_y + i * g_i
             nxt = src + g_i  # where the next output row's copy will read (a hint: never read past G here)
@@ -1287,18 +1295,20 @@ def grad_f1_cv_t__T__(G, g_strides, F, GA, w, dims, geo, scale, threads):
                 cb = cg - LANES
                 for jb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
                     xcg_v1t__T__(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
-            _cg_out(GA, obase, hw, buf, cg, jlo, jhi, -x0, w - x0)
+            _cg_out(GA, obase, hw, buf, cg, jlo, jhi, -x0, w - x0, stream)
+        if stream:
+            xsfence()
     return GA"""
 
 CG2_DRIVER = """@nb.njit(**_PJIT)
-def grad_f2_cv_t__T__(G, g_strides, F, GB, w, dims, geo, scale, threads):
+def grad_f2_cv_t__T__(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
     \"\"\"The ``f2`` gradient by the channel-vectorised sums, ``__T__`` displacements a row (see ``cpu_xkernels``).
 
     ``F``: ``f1``, flat NCHW, whose rows a task finds in its thread's ring as for
     ``grad_f1_cv_t__T__`` (columns from ``-dx0 - (__T__ - 1)`` on).  Each task (a row of ``f2``)
     reads ``G`` where it lies and writes its row of ``GB`` (flat NCHW) whole; blocks whose reads of
-    ``G`` would leave its rows take the masked sums.  ``geo`` as for ``grad_f1_cv_t__T__``; the row
-    step is one.
+    ``G`` would leave its rows take the masked sums.  ``geo`` and ``stream`` as for ``grad_f1_cv_t__T__``;
+    the row step is one.
     \"\"\"
     nbat, groups, cg, h = dims
     ho, nx, dyn, _, x0, y0, _, dx0, dy0, sdy, rev = geo  # dxn is __T__
@@ -1339,7 +1349,7 @@ def grad_f2_cv_t__T__(G, g_strides, F, GB, w, dims, geo, scale, threads):
             cbase = (bi * ctot + g * cg) * hw
             obase = cbase + r * w
             if n == 0:
-                _cg_out(GB, obase, hw, buf, cg, 0, 0, 0, w)
+                _cg_out(GB, obase, hw, buf, cg, 0, 0, 0, w, 0)
                 continue
             i0 = r - y0 - dy0 - tlo * sdy
             gb0 = bg * g_bg + tlo * g_y + i0 * g_i + gt0
@@ -1359,7 +1369,9 @@ def grad_f2_cv_t__T__(G, g_strides, F, GB, w, dims, geo, scale, threads):
                         xcg_v1t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v1t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
-            _cg_out(GB, obase, hw, buf, cg, 0, w, 0, w)
+            _cg_out(GB, obase, hw, buf, cg, 0, w, 0, w, stream)
+        if stream:
+            xsfence()
     return GB"""
 
 
@@ -1402,7 +1414,7 @@ def _natural(name: str) -> list:
 def xsource() -> str:
     """The full text of ``_cpu_xvec.py``."""
     kernels = [f"xfwd_r{r_}t{t_}" for r_ in XR_SIZES for t_ in range(1, XT_MAX + 1)]
-    kernels += [name for name, *_ in sum_kernels()] + ["xpack", "xprefetch", "xsfence", "xtile"]
+    kernels += [name for name, *_ in sum_kernels()] + ["xpack", "xprefetch", "xsfence", "xtile", "xtile_nt"]
     kernels += [name for name, *_ in cg_kernels()]
     names = "".join(f"    {n},\n" for n in ["CG_PIXELS", "LANES", *sorted(kernels, key=_natural)])
     # numba's on-disk cache is keyed on this file alone: naming the kernels' source here makes a

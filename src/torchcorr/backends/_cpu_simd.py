@@ -50,6 +50,8 @@ caller guarantees that every unmasked vector read lies inside its array.
   ``m``.  Both gradients are this sum (``G``'s strides make the difference).
 * ``xtile(S, s0, ss, D, d0, ds)``: ``D[d0 + c*ds + r] = S[s0 + r*ss + c]`` for ``r, c < LANES``:
   a ``LANES x LANES`` tile transposed in registers (``log2(LANES)`` rounds of two-vector shuffles).
+  ``xtile_nt``: the same with streaming stores (each ``D[d0 + c*ds]`` must start a 64-byte line, or
+  a vector where a vector is shorter; ``xsfence`` before another thread reads).
 
 The forward and the unmasked sums (but ``xsum3p``) also prefetch the streaming operand ``AHEAD``
 elements further along its row (the next block's line).
@@ -526,25 +528,35 @@ def _transposed(builder, rows: list) -> list:
     return m
 
 
-@intrinsic
-def xtile(typingctx, S, s0, ss, D, d0, ds):
-    """``D[d0 + c*ds + r] = S[s0 + r*ss + c]`` for ``r, c < LANES``."""
-    sig = types.void(S, s0, ss, D, d0, ds)
+def _tile(name: str, streaming: bool):
+    """``xtile`` (plain stores) or ``xtile_nt`` (streaming stores)."""
 
-    def codegen(context, builder, signature, args):
-        e = _Emit(context, builder, signature, args)
-        vty, align = e.vector_type(0), e.item_size(0)
-        src, dst = e.data(0), e.data(3)
-        s0_, ss_, d0_, ds_ = e.int64(1), e.int64(2), e.int64(4), e.int64(5)
-        rows = [e.load(src, builder.add(s0_, builder.mul(ss_, _const(r))), vty, align) for r in range(LANES)]
-        for c, col in enumerate(_transposed(builder, rows)):
-            e.store(col, dst, builder.add(d0_, builder.mul(ds_, _const(c))), vty, align)
-        return context.get_dummy_value()
+    def kernel(typingctx, S, s0, ss, D, d0, ds):
+        sig = types.void(S, s0, ss, D, d0, ds)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            e = _Emit(context, builder, signature, args)
+            vty, align = e.vector_type(0), e.item_size(0)
+            src, dst = e.data(0), e.data(3)
+            s0_, ss_, d0_, ds_ = e.int64(1), e.int64(2), e.int64(4), e.int64(5)
+            rows = [e.load(src, builder.add(s0_, builder.mul(ss_, _const(r))), vty, align) for r in range(LANES)]
+            for c, col in enumerate(_transposed(builder, rows)):
+                at = builder.add(d0_, builder.mul(ds_, _const(c)))
+                if streaming:
+                    e.store_nt(col, dst, at, vty, min(64, LANES * align))
+                else:
+                    e.store(col, dst, at, vty, align)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    kernel.__name__ = kernel.__qualname__ = name
+    return intrinsic(kernel)
 
 
-__all__.append("xtile")
+xtile = _tile("xtile", False)
+xtile_nt = _tile("xtile_nt", True)
+__all__ += ["xtile", "xtile_nt"]
 
 
 @intrinsic

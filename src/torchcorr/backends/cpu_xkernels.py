@@ -300,11 +300,14 @@ def channel_vectorised(cg: int, dxn: int, sy: int, sdx: int, itemsize: int) -> b
 def grad_f1_cv(g, g_strides, f2, ga, w, dims, geo, scale) -> None:
     """Writes the ``f1`` gradient into ``ga`` (flat NCHW) but the rows no output row reads.
 
-    ``f2``: flat NCHW; ``geo = (ho, nx, dyn, dxn, x0, y0, sy, dx0, dy0, sdy, rev)``.
+    ``f2``: flat NCHW; ``geo = (ho, nx, dyn, dxn, x0, y0, sy, dx0, dy0, sdy, rev)``.  From
+    ``GRAD_STREAM_BYTES`` on, where its rows start lines, ``ga`` is written with streaming stores.
     """
-    getattr(xv, f"grad_f1_cv_t{geo[3]}")(g, g_strides, f2, ga, w, dims, geo, scale, numba.get_num_threads())
+    driver = getattr(xv, f"grad_f1_cv_t{geo[3]}")
+    driver(g, g_strides, f2, ga, w, dims, geo, scale, int(_streamable(ga, w)), numba.get_num_threads())
 
 
 def grad_f2_cv(g, g_strides, f1, gb, w, dims, geo, scale) -> None:
     """Writes the ``f2`` gradient into ``gb`` (flat NCHW), every row; arguments as for :func:`grad_f1_cv`."""
-    getattr(xv, f"grad_f2_cv_t{geo[3]}")(g, g_strides, f1, gb, w, dims, geo, scale, numba.get_num_threads())
+    driver = getattr(xv, f"grad_f2_cv_t{geo[3]}")
+    driver(g, g_strides, f1, gb, w, dims, geo, scale, int(_streamable(gb, w)), numba.get_num_threads())
