@@ -1202,6 +1202,8 @@ def _cg_ring(R, tags, xr, F, base, hw, w, cg, first, count, row0, step, n, key):
 
     A row already in its slot (``row % len(tags)``, tagged ``key + row``) is not copied again: the
     next task of the thread reads mostly the same rows.  ``xr[i]``: where row ``i`` starts in ``R``.
+    Returns where the row the next task adds starts in ``F`` (its column ``max(0, first)``; -1 past
+    the map), for ``_cg_ahead``.
     \"\"\"
     size = count * cg
     for i in range(n):
@@ -1211,14 +1213,23 @@ def _cg_ring(R, tags, xr, F, base, hw, w, cg, first, count, row0, step, n, key):
             _cg_row(R, slot * size, F, base + row * w, hw, cg, first, count, w)
             tags[slot] = key + row
         xr[i] = slot * size
-    # the row the next task adds (its rows move down by one): one stream per channel, which the
-    # hardware prefetchers do not follow from one task to the next
-    row = max(row0, row0 + (n - 1) * step) + 1
-    if row < hw // w:
-        for c in range(cg):
-            at = base + c * hw + row * w
-            for x in range(max(0, first), min(w, first + count), LANES):
-                xprefetch(F, at + x)"""
+    row = max(row0, row0 + (n - 1) * step) + 1  # the rows move down by one
+    return base + row * w + max(0, first) if row < hw // w else -1
+
+
+@nb.njit(**_JIT)
+def _cg_ahead(F, at, hw, cg, lo, hi):
+    \"\"\"Hints for the lines of columns ``lo <= x < hi`` of every channel of the row at ``F[at]`` (none if -1).
+
+    One hint per line (at the columns ``x`` that are multiples of 16 float32 from ``at``): the row the
+    next task adds to the ring, one stream per channel a map apart, which the hardware prefetchers
+    do not follow from one task to the next.  The tasks ask for it a block at a time: all at once,
+    most of a row's hints found the misses' buffers full.
+    \"\"\"
+    if at >= 0:
+        for x in range(lo + (-lo) % 16, hi, 16):
+            for c in range(cg):
+                xprefetch(F, at + c * hw + x)"""
 
 
 CG1_DRIVER = """@nb.njit(**_PJIT)
@@ -1287,14 +1298,19 @@ def grad_f1_cv_t__T__(G, g_strides, F, GA, w, dims, geo, scale, stream, threads)
                 gp[o + nx : o + S] = 0
                 for x in range(0, nx, LANES):
                     xprefetch(G, at - src + nxt + x)
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for jb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     xcg_v2t__T__(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for jb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
                     xcg_v1t__T__(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GA, obase, hw, buf, cg, jlo, jhi, -x0, w - x0, stream)
         if stream:
             xsfence()
@@ -1353,7 +1369,7 @@ def grad_f2_cv_t__T__(G, g_strides, F, GB, w, dims, geo, scale, stream, threads)
                 continue
             i0 = r - y0 - dy0 - tlo * sdy
             gb0 = bg * g_bg + tlo * g_y + i0 * g_i + gt0
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for qb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     jz = qb - x0 - dx0 - (__T__ - 1)  # G's pixel at the block's first column of f1
@@ -1361,6 +1377,8 @@ def grad_f2_cv_t__T__(G, g_strides, F, GB, w, dims, geo, scale, stream, threads)
                         xcg_v2t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v2t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for qb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
@@ -1369,6 +1387,9 @@ def grad_f2_cv_t__T__(G, g_strides, F, GB, w, dims, geo, scale, stream, threads)
                         xcg_v1t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v1t__T__(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GB, obase, hw, buf, cg, 0, w, 0, w, stream)
         if stream:
             xsfence()

@@ -5478,6 +5478,8 @@ def _cg_ring(R, tags, xr, F, base, hw, w, cg, first, count, row0, step, n, key):
 
     A row already in its slot (``row % len(tags)``, tagged ``key + row``) is not copied again: the
     next task of the thread reads mostly the same rows.  ``xr[i]``: where row ``i`` starts in ``R``.
+    Returns where the row the next task adds starts in ``F`` (its column ``max(0, first)``; -1 past
+    the map), for ``_cg_ahead``.
     """
     size = count * cg
     for i in range(n):
@@ -5487,14 +5489,23 @@ def _cg_ring(R, tags, xr, F, base, hw, w, cg, first, count, row0, step, n, key):
             _cg_row(R, slot * size, F, base + row * w, hw, cg, first, count, w)
             tags[slot] = key + row
         xr[i] = slot * size
-    # the row the next task adds (its rows move down by one): one stream per channel, which the
-    # hardware prefetchers do not follow from one task to the next
-    row = max(row0, row0 + (n - 1) * step) + 1
-    if row < hw // w:
-        for c in range(cg):
-            at = base + c * hw + row * w
-            for x in range(max(0, first), min(w, first + count), LANES):
-                xprefetch(F, at + x)
+    row = max(row0, row0 + (n - 1) * step) + 1  # the rows move down by one
+    return base + row * w + max(0, first) if row < hw // w else -1
+
+
+@nb.njit(**_JIT)
+def _cg_ahead(F, at, hw, cg, lo, hi):
+    """Hints for the lines of columns ``lo <= x < hi`` of every channel of the row at ``F[at]`` (none if -1).
+
+    One hint per line (at the columns ``x`` that are multiples of 16 float32 from ``at``): the row the
+    next task adds to the ring, one stream per channel a map apart, which the hardware prefetchers
+    do not follow from one task to the next.  The tasks ask for it a block at a time: all at once,
+    most of a row's hints found the misses' buffers full.
+    """
+    if at >= 0:
+        for x in range(lo + (-lo) % 16, hi, 16):
+            for c in range(cg):
+                xprefetch(F, at + c * hw + x)
 
 
 @nb.njit(**_PJIT)
@@ -5563,14 +5574,19 @@ def grad_f1_cv_t1(G, g_strides, F, GA, w, dims, geo, scale, stream, threads):
                 gp[o + nx : o + S] = 0
                 for x in range(0, nx, LANES):
                     xprefetch(G, at - src + nxt + x)
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for jb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     xcg_v2t1(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for jb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
                     xcg_v1t1(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GA, obase, hw, buf, cg, jlo, jhi, -x0, w - x0, stream)
         if stream:
             xsfence()
@@ -5630,7 +5646,7 @@ def grad_f2_cv_t1(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                 continue
             i0 = r - y0 - dy0 - tlo * sdy
             gb0 = bg * g_bg + tlo * g_y + i0 * g_i + gt0
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for qb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     jz = qb - x0 - dx0 - (1 - 1)  # G's pixel at the block's first column of f1
@@ -5638,6 +5654,8 @@ def grad_f2_cv_t1(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v2t1(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v2t1(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for qb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
@@ -5646,6 +5664,9 @@ def grad_f2_cv_t1(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v1t1(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v1t1(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GB, obase, hw, buf, cg, 0, w, 0, w, stream)
         if stream:
             xsfence()
@@ -5718,14 +5739,19 @@ def grad_f1_cv_t2(G, g_strides, F, GA, w, dims, geo, scale, stream, threads):
                 gp[o + nx : o + S] = 0
                 for x in range(0, nx, LANES):
                     xprefetch(G, at - src + nxt + x)
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for jb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     xcg_v2t2(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for jb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
                     xcg_v1t2(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GA, obase, hw, buf, cg, jlo, jhi, -x0, w - x0, stream)
         if stream:
             xsfence()
@@ -5785,7 +5811,7 @@ def grad_f2_cv_t2(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                 continue
             i0 = r - y0 - dy0 - tlo * sdy
             gb0 = bg * g_bg + tlo * g_y + i0 * g_i + gt0
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for qb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     jz = qb - x0 - dx0 - (2 - 1)  # G's pixel at the block's first column of f1
@@ -5793,6 +5819,8 @@ def grad_f2_cv_t2(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v2t2(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v2t2(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for qb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
@@ -5801,6 +5829,9 @@ def grad_f2_cv_t2(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v1t2(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v1t2(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GB, obase, hw, buf, cg, 0, w, 0, w, stream)
         if stream:
             xsfence()
@@ -5873,14 +5904,19 @@ def grad_f1_cv_t3(G, g_strides, F, GA, w, dims, geo, scale, stream, threads):
                 gp[o + nx : o + S] = 0
                 for x in range(0, nx, LANES):
                     xprefetch(G, at - src + nxt + x)
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for jb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     xcg_v2t3(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for jb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
                     xcg_v1t3(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GA, obase, hw, buf, cg, jlo, jhi, -x0, w - x0, stream)
         if stream:
             xsfence()
@@ -5940,7 +5976,7 @@ def grad_f2_cv_t3(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                 continue
             i0 = r - y0 - dy0 - tlo * sdy
             gb0 = bg * g_bg + tlo * g_y + i0 * g_i + gt0
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for qb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     jz = qb - x0 - dx0 - (3 - 1)  # G's pixel at the block's first column of f1
@@ -5948,6 +5984,8 @@ def grad_f2_cv_t3(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v2t3(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v2t3(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for qb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
@@ -5956,6 +5994,9 @@ def grad_f2_cv_t3(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v1t3(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v1t3(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GB, obase, hw, buf, cg, 0, w, 0, w, stream)
         if stream:
             xsfence()
@@ -6028,14 +6069,19 @@ def grad_f1_cv_t4(G, g_strides, F, GA, w, dims, geo, scale, stream, threads):
                 gp[o + nx : o + S] = 0
                 for x in range(0, nx, LANES):
                     xprefetch(G, at - src + nxt + x)
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for jb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     xcg_v2t4(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for jb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
                     xcg_v1t4(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GA, obase, hw, buf, cg, jlo, jhi, -x0, w - x0, stream)
         if stream:
             xsfence()
@@ -6095,7 +6141,7 @@ def grad_f2_cv_t4(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                 continue
             i0 = r - y0 - dy0 - tlo * sdy
             gb0 = bg * g_bg + tlo * g_y + i0 * g_i + gt0
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for qb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     jz = qb - x0 - dx0 - (4 - 1)  # G's pixel at the block's first column of f1
@@ -6103,6 +6149,8 @@ def grad_f2_cv_t4(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v2t4(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v2t4(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for qb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
@@ -6111,6 +6159,9 @@ def grad_f2_cv_t4(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v1t4(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v1t4(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GB, obase, hw, buf, cg, 0, w, 0, w, stream)
         if stream:
             xsfence()
@@ -6183,14 +6234,19 @@ def grad_f1_cv_t5(G, g_strides, F, GA, w, dims, geo, scale, stream, threads):
                 gp[o + nx : o + S] = 0
                 for x in range(0, nx, LANES):
                     xprefetch(G, at - src + nxt + x)
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for jb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     xcg_v2t5(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for jb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
                     xcg_v1t5(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GA, obase, hw, buf, cg, jlo, jhi, -x0, w - x0, stream)
         if stream:
             xsfence()
@@ -6250,7 +6306,7 @@ def grad_f2_cv_t5(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                 continue
             i0 = r - y0 - dy0 - tlo * sdy
             gb0 = bg * g_bg + tlo * g_y + i0 * g_i + gt0
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for qb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     jz = qb - x0 - dx0 - (5 - 1)  # G's pixel at the block's first column of f1
@@ -6258,6 +6314,8 @@ def grad_f2_cv_t5(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v2t5(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v2t5(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for qb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
@@ -6266,6 +6324,9 @@ def grad_f2_cv_t5(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v1t5(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v1t5(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GB, obase, hw, buf, cg, 0, w, 0, w, stream)
         if stream:
             xsfence()
@@ -6338,14 +6399,19 @@ def grad_f1_cv_t6(G, g_strides, F, GA, w, dims, geo, scale, stream, threads):
                 gp[o + nx : o + S] = 0
                 for x in range(0, nx, LANES):
                     xprefetch(G, at - src + nxt + x)
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for jb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     xcg_v2t6(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for jb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
                     xcg_v1t6(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GA, obase, hw, buf, cg, jlo, jhi, -x0, w - x0, stream)
         if stream:
             xsfence()
@@ -6405,7 +6471,7 @@ def grad_f2_cv_t6(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                 continue
             i0 = r - y0 - dy0 - tlo * sdy
             gb0 = bg * g_bg + tlo * g_y + i0 * g_i + gt0
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for qb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     jz = qb - x0 - dx0 - (6 - 1)  # G's pixel at the block's first column of f1
@@ -6413,6 +6479,8 @@ def grad_f2_cv_t6(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v2t6(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v2t6(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for qb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
@@ -6421,6 +6489,9 @@ def grad_f2_cv_t6(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v1t6(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v1t6(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GB, obase, hw, buf, cg, 0, w, 0, w, stream)
         if stream:
             xsfence()
@@ -6493,14 +6564,19 @@ def grad_f1_cv_t7(G, g_strides, F, GA, w, dims, geo, scale, stream, threads):
                 gp[o + nx : o + S] = 0
                 for x in range(0, nx, LANES):
                     xprefetch(G, at - src + nxt + x)
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for jb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     xcg_v2t7(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for jb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
                     xcg_v1t7(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GA, obase, hw, buf, cg, jlo, jhi, -x0, w - x0, stream)
         if stream:
             xsfence()
@@ -6560,7 +6636,7 @@ def grad_f2_cv_t7(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                 continue
             i0 = r - y0 - dy0 - tlo * sdy
             gb0 = bg * g_bg + tlo * g_y + i0 * g_i + gt0
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for qb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     jz = qb - x0 - dx0 - (7 - 1)  # G's pixel at the block's first column of f1
@@ -6568,6 +6644,8 @@ def grad_f2_cv_t7(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v2t7(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v2t7(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for qb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
@@ -6576,6 +6654,9 @@ def grad_f2_cv_t7(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v1t7(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v1t7(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GB, obase, hw, buf, cg, 0, w, 0, w, stream)
         if stream:
             xsfence()
@@ -6648,14 +6729,19 @@ def grad_f1_cv_t8(G, g_strides, F, GA, w, dims, geo, scale, stream, threads):
                 gp[o + nx : o + S] = 0
                 for x in range(0, nx, LANES):
                     xprefetch(G, at - src + nxt + x)
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for jb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     xcg_v2t8(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for jb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
                     xcg_v1t8(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GA, obase, hw, buf, cg, jlo, jhi, -x0, w - x0, stream)
         if stream:
             xsfence()
@@ -6715,7 +6801,7 @@ def grad_f2_cv_t8(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                 continue
             i0 = r - y0 - dy0 - tlo * sdy
             gb0 = bg * g_bg + tlo * g_y + i0 * g_i + gt0
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for qb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     jz = qb - x0 - dx0 - (8 - 1)  # G's pixel at the block's first column of f1
@@ -6723,6 +6809,8 @@ def grad_f2_cv_t8(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v2t8(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v2t8(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for qb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
@@ -6731,6 +6819,9 @@ def grad_f2_cv_t8(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v1t8(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v1t8(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GB, obase, hw, buf, cg, 0, w, 0, w, stream)
         if stream:
             xsfence()
@@ -6803,14 +6894,19 @@ def grad_f1_cv_t9(G, g_strides, F, GA, w, dims, geo, scale, stream, threads):
                 gp[o + nx : o + S] = 0
                 for x in range(0, nx, LANES):
                     xprefetch(G, at - src + nxt + x)
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, x0 + dx0, count, ya + dy0 + tlo * sdy, sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for jb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     xcg_v2t9(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for jb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
                     xcg_v1t9(gp, gt0 + jb, dxn * S, gst, n, R, jb * cg + cb, xr, cg, buf, jb * cg + cb, cg, scale, 0, 0, 0)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, jb, jb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GA, obase, hw, buf, cg, jlo, jhi, -x0, w - x0, stream)
         if stream:
             xsfence()
@@ -6870,7 +6966,7 @@ def grad_f2_cv_t9(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                 continue
             i0 = r - y0 - dy0 - tlo * sdy
             gb0 = bg * g_bg + tlo * g_y + i0 * g_i + gt0
-            _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
+            ahead = _cg_ring(R, tags, xr, F, cbase, hw, w, cg, first, count, y0 + i0, -sdy, n, bg * h)
             for cb in range(0, cg - 2 * LANES + 1, 2 * LANES):
                 for qb in range(0, nblk * CG_PIXELS, CG_PIXELS):
                     jz = qb - x0 - dx0 - (9 - 1)  # G's pixel at the block's first column of f1
@@ -6878,6 +6974,8 @@ def grad_f2_cv_t9(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v2t9(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v2t9(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + CG_PIXELS)
             if cg % (2 * LANES):
                 cb = cg - LANES
                 for qb in range(0, nblk * CG_PIXELS, 2 * CG_PIXELS):
@@ -6886,6 +6984,9 @@ def grad_f2_cv_t9(G, g_strides, F, GB, w, dims, geo, scale, stream, threads):
                         xcg_v1t9(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, 0, 0, 0)
                     else:
                         xcgm_v1t9(G, gb0 + jz, gsi, gst, n, R, qb * cg + cb, xr, cg, buf, qb * cg + cb, cg, scale, jz, 0, nx)
+                    if cb == 0:
+                        _cg_ahead(F, ahead, hw, cg, qb, qb + 2 * CG_PIXELS)
+            _cg_ahead(F, ahead, hw, cg, nblk * CG_PIXELS, count)
             _cg_out(GB, obase, hw, buf, cg, 0, w, 0, w, stream)
         if stream:
             xsfence()
