@@ -66,8 +66,9 @@ incoming gradient is one scalar broadcast to a vector, and each channels-last co
 input, loaded once, feeds every pixel of the block that meets it (up to nine FMAs per load, none
 on zeros).  A task is one row of the gradient; it finds the rows of the other input it reads in its
 thread's ring of channels-last rows (each row transposed once per thread, in ``LANES x LANES``
-tiles in registers, and the next task's new row prefetched), and writes its row through the same
-tile transposes.  The ``f1`` gradient copies the rows of the incoming gradient its output row reads
+tiles in registers, and the next task's new row prefetched a block of sums at a time), and writes
+its row through the same tile transposes, with streaming stores where the gradient's rows start
+lines (from ``GRAD_STREAM_BYTES``; alternating in one process, W2's backward -18%).  The ``f1`` gradient copies the rows of the incoming gradient its output row reads
 into a packed buffer first (their 81 planes otherwise fall on one L1 set, a map apart).  Alternating
 in one process against the pixel-vectorised gradients, both gradients of W2 (32 channels) ran 9-24%
 faster (six runs) and of 16 channels 38%; with 64 channels 28% slower and with 128 (W3) 16%, where
@@ -130,7 +131,8 @@ STREAM_BYTES = 1 << 20
 
 #: Gradient size (bytes) from which whole blocks of pixels write their sums with streaming stores
 #: instead of adding them to rows zeroed first (when the gradient is the caller's result in one
-#: pass and its blocks tile its rows).
+#: pass and its blocks tile its rows), and the channel-vectorised gradients write whole lines
+#: with them (alternating in one process against plain stores: W2's f1 / f2 gradients -14% / -22%).
 GRAD_STREAM_BYTES = 1 << 20
 
 #: The most bytes of ``f2`` rows a forward thread keeps in its ring (see ``forward_r*``): where the
