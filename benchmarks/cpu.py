@@ -24,7 +24,7 @@ def plot(report: dict, path: Path) -> None:
     rows = [r for r in report["results"] if not r["error"]]
     wids = sorted({r["workload"] for r in rows}, key=lambda s: int(s[1:]) if s[1:].isdigit() else 0)
     impls = list(dict.fromkeys(r["impl"] for r in rows))
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(10, 4))
     width = 0.8 / max(len(impls), 1)
     for k, impl in enumerate(impls):
         ys = [next((r["gflops"] for r in rows if r["workload"] == w and r["impl"] == impl), 0.0) for w in wids]
@@ -37,7 +37,7 @@ def plot(report: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_ylabel("useful GFLOP/s, forward + backward")
     ax.set_title(f"{report['env']['cpu']}, {report['env']['threads']} threads, float32")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not over them
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
