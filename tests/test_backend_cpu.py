@@ -186,6 +186,17 @@ def test_fast_path_against_reference(prob, packed, ahead, ring, rows, stream):
     np.testing.assert_allclose(only2.numpy(), r2, rtol=1e-10, atol=1e-12)
 
 
+def _spy_drivers(monkeypatch, template: str, arg: int) -> list:
+    """``(gradient, argument arg)`` of every call of the two gradient drivers ``template.format(grad=...)``."""
+    xk = cpu._xkernels
+    seen = []
+    for grad in ("f1", "f2"):
+        name = template.format(grad=grad)
+        real = getattr(xk.xv, name)
+        monkeypatch.setattr(xk.xv, name, lambda *a, _g=grad, _r=real: seen.append((_g, a[arg])) or _r(*a))
+    return seen
+
+
 @needs_numba
 @pytest.mark.parametrize(
     "geometry, groups, shape, streamed",
@@ -210,11 +221,7 @@ def test_gradient_streaming_stores(monkeypatch, geometry, groups, shape, streame
     monkeypatch.setattr(xk, "GRAD_STREAM_BYTES", 0)
     monkeypatch.setattr(xk, "PACK_CHANNELS", 0)
     monkeypatch.setattr(cpu, "_uninitialised", lambda shape, dtype: torch.full(shape, float("nan"), dtype=dtype))
-    zeros = []
-    for grad in ("f1", "f2"):
-        name = f"grad_{grad}_triple_c{xk.XC3_SIZES[0]}"
-        real = getattr(xk.xv, name)
-        monkeypatch.setattr(xk.xv, name, lambda *a, _g=grad, _r=real: zeros.append((_g, a[-1])) or _r(*a))
+    zeros = _spy_drivers(monkeypatch, f"grad_{{grad}}_triple_c{xk.XC3_SIZES[0]}", -1)
     f1, f2 = _inputs(shape, seed=3)
     _assert_product_matches_reference(f1, f2, geometry, groups, 0.7)
     assert sorted(zeros) == [(grad, 2) for grad in streamed]
@@ -297,11 +304,7 @@ def test_channel_vectorised_gradients_stream(monkeypatch, shape, geo):
     monkeypatch.setattr(xk, "GRAD_STREAM_BYTES", 0)
     monkeypatch.setattr(cpu, "_uninitialised", lambda shape, dtype: torch.full(shape, float("nan"), dtype=dtype))
     geometry = _flownet(*geo)
-    streams = []
-    for grad in ("f1", "f2"):
-        name = f"grad_{grad}_cv_t{geometry.x.disp_count}"
-        real = getattr(xk.xv, name)
-        monkeypatch.setattr(xk.xv, name, lambda *a, _g=grad, _r=real: streams.append((_g, a[-2])) or _r(*a))
+    streams = _spy_drivers(monkeypatch, f"grad_{{grad}}_cv_t{geometry.x.disp_count}", -2)
     f1, f2 = _inputs(shape, seed=5)
     a, b = f1.float(), f2.float()
     out = cpu.forward(a, b, geometry, 1, "product", 0.5)
