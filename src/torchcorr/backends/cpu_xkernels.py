@@ -59,21 +59,22 @@ threshold.
 
 Channel-vectorised gradients.  With 16 or 32 channels per group (float32, a one-tap grid with unit
 steps, horizontal displacement step one, at most ``XT_MAX`` horizontal displacements) both
-gradients instead hold their sums per pixel and vector of channels (``_cpu_codegen.CG_PIXELS`` x two
-vectors, the kernels ``xcg*`` of ``_cpu_simd``): a gradient element is a sum over displacements,
-not over channels, so its channels fill the vectors with nothing left to reduce.  Each term of the
-incoming gradient is one scalar broadcast to a vector, and each channels-last column of the other
-input, loaded once, feeds every pixel of the block that meets it (up to nine FMAs per load, none
-on zeros).  A task is one row of the gradient; it finds the rows of the other input it reads in its
-thread's ring of channels-last rows (each row transposed once per thread, in ``LANES x LANES``
-tiles in registers, and the next task's new row prefetched a block of sums at a time), and writes
-its row through the same tile transposes, with streaming stores where the gradient's rows start
-lines (from ``GRAD_STREAM_BYTES``; alternating in one process, W2's backward -18%).  The ``f1`` gradient copies the rows of the incoming gradient its output row reads
+gradients instead hold their sums per pixel and vector of channels (``_cpu_codegen.CG_PIXELS`` x
+two vectors, the kernels ``xcg*`` of ``_cpu_simd``): a gradient element is a sum over
+displacements, not over channels, so its channels fill the vectors with nothing left to
+reduce.  Each term of the incoming gradient is one scalar broadcast to a vector, and each
+channels-last column of the other input, loaded once, feeds every pixel of the block that meets it
+(up to nine FMAs per load, none on zeros).  A task is one row of the gradient; it finds the rows of
+the other input it reads in its thread's ring of channels-last rows (each row transposed once per
+thread, in ``LANES x LANES`` tiles in registers, and the next task's new row prefetched a block of
+sums at a time), and writes its row through the same tile transposes, with streaming stores where
+the gradient's rows start lines (from ``GRAD_STREAM_BYTES``; alternating in one process, W2's
+backward -18%).  The ``f1`` gradient copies the rows of the incoming gradient its output row reads
 into a packed buffer first (their 81 planes otherwise fall on one L1 set, a map apart).  Alternating
 in one process against the pixel-vectorised gradients, both gradients of W2 (32 channels) ran 9-24%
 faster (six runs) and of 16 channels 38%; with 64 channels 28% slower and with 128 (W3) 16%, where
-the three rows of the pixel-vectorised sums sharing each load of the other input pay more than
-the broadcasts: hence ``CV_CHANNELS``.
+the three rows of the pixel-vectorised sums sharing each load of the other input pay more than the
+broadcasts: hence ``CV_CHANNELS``.
 
 Threads.  The forward and the ``f1`` gradient run one output row (or a group of rows) per task, the
 ``f2`` gradient one ``f2`` row (or group) per task (the forward's tasks in one contiguous run per
