@@ -5432,15 +5432,14 @@ def _cg_out(D, base, hw, buf, cg, jlo, jhi, wlo, whi, stream):
     other task writes.  The row starts at ``base + wlo``: every slice bound is at least that (a
     negative one would count from the end of ``D``).
     """
+    nt = stream and (base + jlo) % LANES == 0
     j = jlo
-    if stream and (base + jlo) % LANES == 0:
-        while j + LANES <= jhi:
-            for c in range(0, cg, LANES):
-                xtile_nt(buf, j * cg + c, cg, D, base + c * hw + j, hw)
-            j += LANES
     while j + LANES <= jhi:
         for c in range(0, cg, LANES):
-            xtile(buf, j * cg + c, cg, D, base + c * hw + j, hw)
+            if nt:
+                xtile_nt(buf, j * cg + c, cg, D, base + c * hw + j, hw)
+            else:
+                xtile(buf, j * cg + c, cg, D, base + c * hw + j, hw)
         j += LANES
     for c in range(cg):
         o = base + c * hw
